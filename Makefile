@@ -1,0 +1,26 @@
+# `make demo` and `make test` set everything up in a virtual environment on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): setup.cfg pyproject.toml scripts/install_torch.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	bash scripts/install_torch.sh $(PY)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/hf-recunlearn demo --output-dir runs/demo --json runs/demo/results.json
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf runs .pytest_cache

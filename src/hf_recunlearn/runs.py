@@ -1,0 +1,111 @@
+"""A run directory: the splits, the tokenizer/base model and the trained recommender, so later steps reuse them.
+
+Layout written by `hf-recunlearn train` (and `demo`)::
+
+    RUN/
+      run.json          what was trained: data spec, preset, template, base model, method, seeds, metrics
+      data/             the train/valid/test `DatasetDict` (`datasets.load_from_disk`)
+      base/             the built-in stand-in base model and tokenizer (only when no `--model` was given)
+      original/         the trained recommender: a PEFT adapter (or a full model when fully fine-tuned)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import DatasetDict, load_from_disk
+
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class RunInfo:
+    data: str
+    preset: str
+    template: str
+    base_model: str
+    history_len: int = 10
+    method: str = "tallrec"
+    full_finetune: bool = False
+    seed: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"Cannot serialise {type(value).__name__} to JSON")
+
+
+class RunDir:
+    """Read and write the pieces of a run directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path / "base"
+
+    @property
+    def original_dir(self) -> Path:
+        return self.path / "original"
+
+    def exists(self) -> bool:
+        return (self.path / RUN_FILE).is_file()
+
+    def save_info(self, info: RunInfo) -> None:
+        write_json_atomic(self.path / RUN_FILE, asdict(info))
+
+    def load_info(self) -> RunInfo:
+        file = self.path / RUN_FILE
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"`run` directory {str(self.path)!r} has no {RUN_FILE}. Pass a directory written by "
+                "`hf-recunlearn train` (or `demo`)."
+            )
+        return RunInfo(**json.loads(file.read_text()))
+
+    def save_datasets(self, datasets: DatasetDict) -> None:
+        datasets.save_to_disk(str(self.data_dir))
+
+    def load_datasets(self) -> DatasetDict:
+        if not self.data_dir.is_dir():
+            raise FileNotFoundError(f"Run directory {str(self.path)!r} has no data/ folder; re-run `hf-recunlearn train`.")
+        return load_from_disk(str(self.data_dir))
+
+    def base_model_path(self, info: RunInfo | None = None) -> str:
+        info = info or self.load_info()
+        return str(self.base_dir) if info.base_model == "builtin" else info.base_model
