@@ -79,7 +79,7 @@ TALLREC_ALPACA_PROMPT_TEMPLATE = (
 _MAX_SHOWN = 160  # characters of an offending line quoted in an error message
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Table formats
 
 
@@ -100,7 +100,8 @@ class _Format:
     @property
     def expected(self) -> str:
         header = f"a header line {self.header!r}, then " if self.header else ""
-        return f"{header}one line per record: {self.layout}; e.g. {self.example!r} ({self.spec}, {self.encoding})"
+        encoding = self.encoding.removesuffix("-sig")  # "utf-8-sig" only means a BOM is tolerated
+        return f"{header}one line per record: {self.layout}; e.g. {self.example!r} ({self.spec}, {encoding})"
 
 
 def _bulk_csv(sep: str, columns, *, quoting: int = csv.QUOTE_MINIMAL, replace: tuple[str, str] | None = None):
@@ -201,9 +202,8 @@ def _read_text(path: Path, fmt: _Format) -> str:
         start = data.rfind(b"\n", 0, err.start) + 1
         end = data.find(b"\n", err.start)
         line = data[start : end if end >= 0 else len(data)].decode(fmt.encoding, errors="replace")
-        raise _line_error(
-            path, fmt, lineno, line, f"bytes that are not valid {fmt.encoding} ({err.reason} at byte {err.start})"
-        ) from None
+        problem = f"bytes that are not valid {fmt.encoding.removesuffix('-sig')} ({err.reason} at byte {err.start})"
+        raise _line_error(path, fmt, lineno, line, problem) from None
     if not text.strip():
         raise DataFormatError(f"{path} is empty. Expected {fmt.expected}.")
     return text
@@ -292,14 +292,15 @@ def _parse_lines(path: Path, fmt: _Format, lines: list[str], first: int) -> tupl
     return frame, linenos
 
 
-def _require_file(root: Path, spec: str, fmt_or_name, what: str, expects: str) -> Path:
-    """`root / name`, or a `FileNotFoundError` that says what the data spec expects and where it looked."""
-    name = fmt_or_name.filename if isinstance(fmt_or_name, _Format) else fmt_or_name
+def _require_file(root: Path, fmt: _Format, what: str, expects: str) -> Path:
+    """`root / fmt.filename`, or a `FileNotFoundError` that says what the data spec expects and where it looked."""
+    spec, name = fmt.spec, fmt.filename
     if not root.exists():
         raise FileNotFoundError(f"{spec}:{root} expects a directory with {expects}, but {root} does not exist.")
     if not root.is_dir():
         raise FileNotFoundError(
-            f"{spec}:{root} expects a directory with {expects}, but {root} is a file. Pass the directory that holds it."
+            f"{spec}:{root} expects a directory with {expects}, but {root} is a file. "
+            "Pass the directory that holds it."
         )
     path = root / name
     if not path.is_file():
@@ -310,13 +311,14 @@ def _require_file(root: Path, spec: str, fmt_or_name, what: str, expects: str) -
 
 
 def _first_duplicate(path: Path, ids: pd.Series, linenos: list[int], fmt: _Format) -> None:
+    """Raise on the first item id defined twice (item files are parsed line by line, so `linenos` is known)."""
     duplicated = ids.duplicated()
     if duplicated.any():
         row = int(np.argmax(duplicated.to_numpy()))
         earlier = int(np.argmax((ids == ids.iloc[row]).to_numpy()))
         raise DataFormatError(
-            f"{path}, line {linenos[row]}: item id {ids.iloc[row]!r} is already defined on line {linenos[earlier]}. "
-            f"Each item must appear once; expected {fmt.expected}."
+            f"{path}, line {linenos[row]}: item id {str(ids.iloc[row])!r} is already defined on line "
+            f"{linenos[earlier]}. Each item must appear once; expected {fmt.expected}."
         )
 
 
@@ -339,11 +341,13 @@ def _rec_data(spec: str, interactions: pd.DataFrame, items: pd.DataFrame, like_t
     data = RecData(spec, interactions, items, like_threshold=like_threshold, item_kind=kind)
     dropped = len(interactions) - len(data.interactions)  # RecData drops ratings of items missing from `items`
     if dropped:
-        logger.info("%s: dropped %d of %d ratings whose item is not in the item file", spec, dropped, len(interactions))
+        logger.info(
+            "%s: dropped %d of %d ratings whose item is not in the item file", spec, dropped, len(interactions)
+        )
     return data
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # MovieLens-100K
 
 _ML100K_RATING_COLUMNS = (("user_id", "int"), ("item_id", "int"), ("rating", "float"), ("timestamp", "int"))
@@ -391,8 +395,8 @@ def load_movielens_100k(path: str | Path) -> RecData:
     """
     root = _as_path(path)
     expects = "u.data and u.item"
-    ratings_path = _require_file(root, "movielens-100k", _ML100K_RATINGS, "tab-separated ratings", expects)
-    items_path = _require_file(root, "movielens-100k", _ML100K_ITEMS, "'|'-separated movies", expects)
+    ratings_path = _require_file(root, _ML100K_RATINGS, "tab-separated ratings", expects)
+    items_path = _require_file(root, _ML100K_ITEMS, "'|'-separated movies", expects)
 
     ratings, _ = _read_table(ratings_path, _ML100K_RATINGS)
     table, linenos = _read_table(items_path, _ML100K_ITEMS)
@@ -410,7 +414,7 @@ def load_movielens_100k(path: str | Path) -> RecData:
     return _rec_data("movielens-100k", interactions, items, 3.0, "movie")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # MovieLens-1M
 
 _ML1M_RATING_COLUMNS = _ML100K_RATING_COLUMNS
@@ -456,8 +460,8 @@ def load_movielens_1m(path: str | Path) -> RecData:
     """
     root = _as_path(path)
     expects = "ratings.dat and movies.dat"
-    ratings_path = _require_file(root, "movielens-1m", _ML1M_RATINGS, "'::'-separated ratings", expects)
-    items_path = _require_file(root, "movielens-1m", _ML1M_ITEMS, "'::'-separated movies", expects)
+    ratings_path = _require_file(root, _ML1M_RATINGS, "'::'-separated ratings", expects)
+    items_path = _require_file(root, _ML1M_ITEMS, "'::'-separated movies", expects)
 
     ratings, _ = _read_table(ratings_path, _ML1M_RATINGS)
     table, linenos = _read_table(items_path, _ML1M_ITEMS)
@@ -473,7 +477,7 @@ def load_movielens_1m(path: str | Path) -> RecData:
     return _rec_data("movielens-1m", interactions, items, 3.0, "movie")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # MovieLens latest-small
 
 _LATEST_RATING_COLUMNS = _ML100K_RATING_COLUMNS
@@ -523,8 +527,8 @@ def load_movielens_latest_small(path: str | Path) -> RecData:
     root = _as_path(path)
     spec = "movielens-latest-small"
     expects = "ratings.csv and movies.csv"
-    ratings_path = _require_file(root, spec, _LATEST_RATINGS, "CSV ratings with a header", expects)
-    items_path = _require_file(root, spec, _LATEST_ITEMS, "CSV movies with a header", expects)
+    ratings_path = _require_file(root, _LATEST_RATINGS, "CSV ratings with a header", expects)
+    items_path = _require_file(root, _LATEST_ITEMS, "CSV movies with a header", expects)
 
     ratings, _ = _read_table(ratings_path, _LATEST_RATINGS)
     table, linenos = _read_table(items_path, _LATEST_ITEMS)
@@ -541,7 +545,7 @@ def load_movielens_latest_small(path: str | Path) -> RecData:
     return _rec_data(spec, interactions, items, 3.0, "movie")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # BookCrossing
 
 _BX_RATING_COLUMNS = (("user_id", "int"), ("item_id", "str"), ("rating", "int"))
@@ -612,8 +616,8 @@ def load_bookcrossing(path: str | Path) -> RecData:
     """
     root = _as_path(path)
     expects = "BX-Book-Ratings.csv and BX-Books.csv"
-    ratings_path = _require_file(root, "bookcrossing", _BX_RATINGS, "quoted ';'-separated ratings", expects)
-    books_path = _require_file(root, "bookcrossing", _BX_BOOKS, "quoted ';'-separated books", expects)
+    ratings_path = _require_file(root, _BX_RATINGS, "quoted ';'-separated ratings", expects)
+    books_path = _require_file(root, _BX_BOOKS, "quoted ';'-separated books", expects)
 
     ratings, _ = _read_table(ratings_path, _BX_RATINGS)
     ratings["timestamp"] = np.arange(len(ratings), dtype="int64")
@@ -632,10 +636,19 @@ def load_bookcrossing(path: str | Path) -> RecData:
     return _rec_data("bookcrossing", interactions, items, 5.0, "book")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # TALLRec instruction JSON
 
 _TALLREC_SPLITS = ("train", "valid", "test")
+_TALLREC_COLUMNS = {
+    "sample_id": "string",
+    "user_id": "string",
+    "item_id": "string",
+    "timestamp": "int64",
+    "prompt": "string",
+    "completion": "string",
+    "label": "int64",
+}
 _TALLREC_OUTPUTS = {"Yes.": 1, "No.": 0}
 _TALLREC_TARGET = re.compile(r"Whether the user will like the target (?:movie|book) (?P<target>.+?)\?\s*\Z")
 _TALLREC_WRITTEN_BY = re.compile(r'"(?P<title>.*)" ?written by ?(?P<author>.*)')
@@ -684,6 +697,14 @@ def load_tallrec_json(path: str | Path, prompt_template: str = TALLREC_PROMPT_TE
     """
     from datasets import Dataset, DatasetDict, Features, Value
 
+    try:
+        prompt_template.format(instruction="", input="")
+    except (KeyError, IndexError, ValueError, AttributeError) as err:
+        raise ValueError(
+            f"`prompt_template` must be a str.format template with the fields {{instruction}} and {{input}} only, got "
+            f"{prompt_template!r} ({type(err).__name__}: {err}). Double any literal brace: '{{{{' and '}}}}'."
+        ) from None
+
     root = _as_path(path)
     expects = "train.json, valid.json and/or test.json"
     if not root.exists():
@@ -700,17 +721,7 @@ def load_tallrec_json(path: str | Path, prompt_template: str = TALLREC_PROMPT_TE
     else:
         files = {"train": root}
 
-    features = Features(
-        {
-            "sample_id": Value("string"),
-            "user_id": Value("string"),
-            "item_id": Value("string"),
-            "timestamp": Value("int64"),
-            "prompt": Value("string"),
-            "completion": Value("string"),
-            "label": Value("int64"),
-        }
-    )
+    features = Features({name: Value(dtype) for name, dtype in _TALLREC_COLUMNS.items()})
     splits = {}
     for split, file in files.items():
         rows = _read_tallrec_file(file, split, prompt_template)
@@ -740,14 +751,13 @@ def _read_tallrec_file(path: Path, split: str, prompt_template: str) -> dict[str
             f"{_shown(line)}\n  expected: {_TALLREC_EXPECTED}"
         ) from None
     if not isinstance(samples, list):
-        raise DataFormatError(f"{path}: the top level is a JSON {type(samples).__name__}, not a list. "
-                              f"Expected {_TALLREC_EXPECTED}.")
+        raise DataFormatError(
+            f"{path}: the top level is a JSON {type(samples).__name__}, not a list. Expected {_TALLREC_EXPECTED}."
+        )
     if not samples:
         raise DataFormatError(f"{path} holds an empty list: no samples. Expected {_TALLREC_EXPECTED}.")
 
-    rows: dict[str, list] = {
-        "sample_id": [], "user_id": [], "item_id": [], "timestamp": [], "prompt": [], "completion": [], "label": []
-    }
+    rows: dict[str, list] = {name: [] for name in _TALLREC_COLUMNS}
     for index, sample in enumerate(samples):
         problem = _tallrec_problem(sample)
         if problem is None:
