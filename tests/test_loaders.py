@@ -198,7 +198,7 @@ def test_tallrec_directory():
         "item_id": "Perez Family, The (1995)",
         "timestamp": 0,
         "prompt": f"### Instruction:\n{raw[0]['instruction']}\n\n### Input:\n{raw[0]['input']}\n\n### Response:\n",
-        "completion": " No.",
+        "completion": "No.",
         "label": 0,
     }
     assert first["prompt"].endswith('Whether the user will like the target movie "Perez Family, The (1995)"?'
@@ -209,7 +209,7 @@ def test_tallrec_directory():
         rows = data[split]
         raw = json.loads((FIXTURES / "tallrec" / f"{split}.json").read_text())
         assert rows["label"] == [1 if sample["output"] == "Yes." else 0 for sample in raw]
-        assert rows["completion"] == [" " + sample["output"] for sample in raw]
+        assert rows["completion"] == [sample["output"] for sample in raw]
         assert rows["sample_id"] == [f"{split}-{i}" for i in range(len(raw))]
         assert rows["timestamp"] == list(range(len(raw)))
         assert len(set(rows["user_id"])) == len(raw)  # one pseudo user per sample

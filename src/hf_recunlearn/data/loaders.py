@@ -676,8 +676,9 @@ def load_tallrec_json(path: str | Path, prompt_template: str = TALLREC_PROMPT_TE
           `"### Instruction:\\n{instruction}\\n\\n### Input:\\n{input}\\n\\n### Response:\\n"`. Pass
           [`TALLREC_ALPACA_PROMPT_TEMPLATE`] to reproduce the authors' training prompt exactly (Alpaca preamble
           included), e.g. to score a checkpoint trained with their code.
-        - `completion` (`str`): `" Yes."` or `" No."`, meant to be appended directly to `prompt`. The leading space
-          is this library's convention for every template; TALLRec's own code appends `"Yes."` with no space.
+        - `completion` (`str`): `"Yes."` or `"No."`, appended directly to `prompt` (which ends with a newline), as
+          TALLRec's code does and as the library's `"tallrec"` prompt template does for prompts built from a
+          [`RecData`], so both sources tokenize the answer the same way.
         - `label` (`int`): 1 for `"Yes."`, 0 for `"No."`.
 
     Args:
@@ -777,7 +778,7 @@ def _read_tallrec_file(path: Path, split: str, prompt_template: str) -> dict[str
         rows["item_id"].append(item)
         rows["timestamp"].append(index)
         rows["prompt"].append(prompt_template.format(instruction=sample["instruction"], input=sample["input"]))
-        rows["completion"].append(" " + output)
+        rows["completion"].append(output)
         rows["label"].append(_TALLREC_OUTPUTS[output])
     return rows
 
