@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import base64
 import fnmatch
 import hashlib
@@ -38,6 +39,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import sys
 import tempfile
@@ -814,6 +816,7 @@ class _BaseRequestHandler(BaseHTTPRequestHandler):
     """Reads bodies (sized or chunked), applies injected faults, turns [`HubError`] into Hub-style answers."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: Nagle would add 40 ms to every answer
     server: _HTTPServer
 
     def do_GET(self):
@@ -1126,7 +1129,8 @@ class _HubRequestHandler(_BaseRequestHandler):
             self.send_json(400, {"errors": [{"message": f"Invalid YAML metadata: {err}"}]})
             return
         if metadata is None:
-            self.send_json(200, {"errors": [], "warnings": [{"message": "Empty or missing yaml metadata in repo card"}]})
+            warning = {"message": "Empty or missing yaml metadata in repo card"}
+            self.send_json(200, {"errors": [], "warnings": [warning]})
             return
         errors = _validate_metadata(metadata, payload.get("repoType") or "model")
         if errors:
@@ -1186,9 +1190,10 @@ class _HubRequestHandler(_BaseRequestHandler):
         user = self.current_user()
         with self.hub._lock:
             repo = self.hub._get_repo(repo_type, repo_id, user)
+            branches, tags = repo.branches.items(), repo.tags.items()
             data = {
-                "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": c} for n, c in repo.branches.items()],
-                "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": c} for n, c in repo.tags.items()],
+                "branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": c} for b, c in branches],
+                "tags": [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": c} for t, c in tags],
                 "converts": [],
             }
             if self.query.get("include_prs", "").lower() in _TRUE_VALUES:
@@ -1446,7 +1451,7 @@ def prepare_hub_environment(
         token (`str`, *optional*, defaults to `"hf_test_token"`):
             Token the client sends by default.
         home (`str` or `os.PathLike`, *optional*):
-            `HF_HOME` folder. Defaults to a new temporary folder.
+            `HF_HOME` folder. Defaults to a new temporary folder, removed when the process exits.
         host (`str`, *optional*, defaults to `"127.0.0.1"`):
             Host of the endpoint.
         port (`int`, *optional*):
@@ -1457,7 +1462,9 @@ def prepare_hub_environment(
     """
     port = port or find_free_port(host)
     endpoint = f"http://{host}:{port}"
-    home = str(home) if home is not None else tempfile.mkdtemp(prefix="hf-home-")
+    if home is None:
+        home = tempfile.mkdtemp(prefix="hf-home-")
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
         imported_endpoint = constants.ENDPOINT
@@ -1469,10 +1476,10 @@ def prepare_hub_environment(
             )
     os.environ.update({
         "HF_ENDPOINT": endpoint,
-        "HF_HOME": home,
+        "HF_HOME": str(home),
         "HF_TOKEN": token,
         "HF_HUB_DISABLE_XET": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_UPDATE_CHECK": "1",
     })  # fmt: skip
-    return HubTestEnvironment(endpoint=endpoint, host=host, port=port, home=home, token=token)
+    return HubTestEnvironment(endpoint=endpoint, host=host, port=port, home=str(home), token=token)
