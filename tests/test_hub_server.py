@@ -24,7 +24,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from hf_recunlearn.testing import HubServer, git_blob_oid
+from hf_recunlearn.testing import HubServer, find_free_port, git_blob_oid
 
 
 CONFIG = b'{"peft_type": "LORA", "r": 8}'
@@ -147,6 +147,35 @@ def test_unchanged_files_are_not_recommitted(api, repo_id):
     first = push_version(api, repo_id, CONFIG, weights(3), "Version 1")
     second = push_version(api, repo_id, CONFIG, weights(3), "Same again")
     assert second.oid == first.oid  # preupload reported both files unchanged, so the client made no commit
+
+
+def test_upload_mode_follows_gitattributes_size_and_content(api, repo_id):
+    api.create_commit(
+        repo_id,
+        [
+            CommitOperationAdd("notes.txt", b"plain text"),
+            CommitOperationAdd("weights.bin", b"not even binary"),  # `*.bin` is tracked by LFS in .gitattributes
+            CommitOperationAdd("raw.dat", b"\x00\x01binary"),  # binary content, whatever the name
+            CommitOperationAdd("big.txt", b"a" * (10 * 1024 * 1024)),  # 10 MiB and more always go through LFS
+            CommitOperationAdd("empty.safetensors", b""),  # empty files cannot be LFS (the client decides)
+        ],
+        commit_message="Files of every kind",
+    )
+    lfs = {f.path: f.lfs is not None for f in api.list_repo_tree(repo_id)}
+    assert lfs == {".gitattributes": False, "notes.txt": False, "weights.bin": True, "raw.dat": True,
+                   "big.txt": True, "empty.safetensors": False}  # fmt: skip
+
+
+def test_invalid_commit_changes_nothing(api, hub_server, repo_id):
+    before = head(api, repo_id)
+    with pytest.raises(RemoteEntryNotFoundError):
+        api.create_commit(
+            repo_id,
+            [CommitOperationAdd("new.txt", b"bytes of a rejected commit"), CommitOperationDelete("missing.txt")],
+            commit_message="Add one, delete a file that is not there",
+        )
+    assert head(api, repo_id) == before
+    assert not hub_server.is_stored(b"bytes of a rejected commit")
 
 
 def test_tags_create_delete(api, repo_id):
@@ -329,13 +358,16 @@ def test_space_and_dataset_repos(api, tmp_path):
 
 
 def test_state_persists_in_root_across_restarts(hub_server, tmp_path):
-    with HubServer(root=tmp_path / "hub") as server:
+    port = find_free_port()
+    with HubServer(root=tmp_path / "hub", port=port) as server:
         api = HfApi(endpoint=server.url)
         api.create_repo("user/persisted")
         info = push_version(api, "user/persisted", CONFIG, weights(17), "Version 1")
-    with HubServer(root=tmp_path / "hub") as server:
+    # Same port: the client's pooled keep-alive connections to the first server must not reach the old instance.
+    with HubServer(root=tmp_path / "hub", port=port) as server:
         api = HfApi(endpoint=server.url)
         assert api.repo_info("user/persisted").sha == info.oid
         path = hf_hub_download("user/persisted", "adapter_model.safetensors", subfolder="shard_00",
                                endpoint=server.url, cache_dir=tmp_path / "cache")  # fmt: skip
         assert open(path, "rb").read() == weights(17)
+        assert {r.path for r in server.request_log} >= {"/api/models/user/persisted"}  # served by this instance

@@ -44,6 +44,7 @@ import socket
 import sys
 import tempfile
 import threading
+import traceback
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -71,8 +72,25 @@ DEFAULT_GITATTRIBUTES = "".join(
 )  # fmt: skip
 """The `.gitattributes` the Hub puts in the first commit of a new repo: these patterns are uploaded with LFS."""
 
-_API_ACTIONS = {"revision", "tree", "paths-info", "refs", "commits", "preupload", "commit", "tag", "branch",
-                "super-squash", "settings", "resolve", "xet-write-token", "xet-read-token", "lfs-files"}  # fmt: skip
+_REPO_API_ROUTES = {
+    # (method, first path segment after `/api/{type}s/{repo_id}`) -> `_HubRequestHandler` method
+    ("GET", None): "repo_info",
+    ("GET", "revision"): "repo_info",
+    ("GET", "tree"): "tree",
+    ("POST", "paths-info"): "paths_info",
+    ("GET", "refs"): "refs",
+    ("GET", "commits"): "commits",
+    ("POST", "preupload"): "preupload",
+    ("POST", "commit"): "commit",
+    ("POST", "tag"): "create_tag",
+    ("DELETE", "tag"): "delete_tag",
+    ("POST", "branch"): "create_branch",
+    ("DELETE", "branch"): "delete_branch",
+    ("POST", "super-squash"): "super_squash",
+    ("PUT", "settings"): "update_settings",
+}
+_API_ACTIONS = {action for _, action in _REPO_API_ROUTES} | {"resolve", "xet-write-token", "xet-read-token"}
+"""Path segments that follow a repo id in `/api/...` URLs, which tells `name/tree/...` from `namespace/name/...`."""
 _URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _PLURALS = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _TRUE_VALUES = {"1", "true", "yes", "on"}
@@ -594,18 +612,34 @@ class HubServer:
         with self._lock:
             return git_blob_oid(data) in self._blobs or sha256 in self._blobs
 
-    def collect_garbage(self) -> None:
-        """Forget every commit no ref reaches, and every stored object no remaining commit holds."""
+    def collect_garbage(self, repo_id: str | None = None, *, repo_type: str | None = None) -> None:
+        """
+        Forget the commits no ref reaches and the LFS uploads no remaining commit holds, then delete every stored
+        object that is no longer used. A super-squash does this for its repo, so that the squashed history and its
+        files cannot be downloaded any more, not even by commit id.
+
+        Args:
+            repo_id (`str`, *optional*):
+                Only collect in this repo. Defaults to all repos.
+            repo_type (`str`, *optional*):
+                Only collect in repos of this type. Defaults to all types.
+        """
         with self._lock:
             for repo in self._repos.values():
-                repo.commits = repo.reachable_commits()
-                repo.lfs_objects = {
-                    e.lfs_sha256 for c in repo.commits.values() for e in c.files.values() if e.lfs_sha256
-                }
-            used = {e.content_key for r in self._repos.values() for c in r.commits.values() for e in c.files.values()}
-            for key in self._blobs.keys() - used:
-                self._blobs.delete(key)
-            self._save()
+                if (repo_id is None or repo.repo_id == repo_id) and (repo_type is None or repo.repo_type == repo_type):
+                    repo.commits = repo.reachable_commits()
+                    repo.lfs_objects = {
+                        e.lfs_sha256 for c in repo.commits.values() for e in c.files.values() if e.lfs_sha256
+                    }
+            self._sweep_blobs()
+
+    def _sweep_blobs(self) -> None:
+        """Delete the stored objects no commit holds and no repo has as a pending LFS upload."""
+        used = set().union(*(repo.lfs_objects for repo in self._repos.values()))
+        used |= {e.content_key for r in self._repos.values() for c in r.commits.values() for e in c.files.values()}
+        for key in self._blobs.keys() - used:
+            self._blobs.delete(key)
+        self._save()
 
     # State (every method below runs under the lock) -----------------------------------------------------------------
 
@@ -669,6 +703,7 @@ class HubServer:
             )
 
         files = dict(base.files)
+        new_blobs: dict[str, bytes] = {}  # written only once every operation is known to be valid
         for line in lines:
             key, value = line.get("key"), line.get("value") or {}
             if key == "header":
@@ -679,7 +714,7 @@ class HubServer:
                 content = value.get("content", "")
                 data = base64.b64decode(content) if encoding == "base64" else content.encode()
                 files[path] = _FileEntry.regular(data)
-                self._blobs.put(files[path].blob_id, data)
+                new_blobs[files[path].blob_id] = data
             elif key == "lfsFile":
                 oid = value.get("oid")
                 if oid not in repo.lfs_objects or oid not in self._blobs:
@@ -702,7 +737,11 @@ class HubServer:
                     del files[p]
             else:
                 raise HubError.bad_request(f"Unknown commit operation {key!r}.")
+        if clashes := sorted(set(files) & {folder for path in files for folder in _parent_dirs(path)}):
+            raise HubError.bad_request(f"Cannot have both a file and a folder at {clashes[0]!r}.")
 
+        for blob_id, data in new_blobs.items():
+            self._blobs.put(blob_id, data)
         commit = _Commit.create(
             files=files, parent=base.oid, title=header["summary"], message=header.get("description") or "", author=user
         )
@@ -728,7 +767,7 @@ class HubServer:
         commit = _Commit.create(files=head.files, parent=None, title=message, message="", author=user)
         repo.commits[commit.oid] = commit
         repo.branches[branch] = commit.oid
-        self.collect_garbage()
+        self.collect_garbage(repo.repo_id, repo_type=repo.repo_type)
         return commit
 
     def _upload_mode(self, commit: _Commit, path: str, size: int, sample: bytes) -> str:
@@ -738,7 +777,7 @@ class HubServer:
         entry = commit.files.get(".gitattributes")
         attributes = self._blobs.get(entry.blob_id).decode(errors="replace") if entry else ""
         for line in attributes.splitlines():
-            pattern, *attrs = line.split()  or [""]
+            pattern, *attrs = line.split() or [""]
             if "filter=lfs" in attrs and _gitattributes_match(pattern, path):
                 return "lfs"
         return "regular"
@@ -809,7 +848,19 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address, handler, hub: HubServer):
         self.hub = hub
+        self.open_connections: set[socket.socket] = set()
         super().__init__(address, handler)
+
+    def server_close(self) -> None:
+        """Also close the clients' keep-alive connections, which would otherwise outlive the server."""
+        super().server_close()
+        with self.hub._lock:
+            connections, self.open_connections = self.open_connections, set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _BaseRequestHandler(BaseHTTPRequestHandler):
@@ -841,6 +892,16 @@ class _BaseRequestHandler(BaseHTTPRequestHandler):
     def hub(self) -> HubServer:
         return self.server.hub
 
+    def setup(self) -> None:
+        super().setup()
+        with self.hub._lock:
+            self.server.open_connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.hub._lock:
+            self.server.open_connections.discard(self.connection)
+        super().finish()
+
     def _dispatch(self, method: str) -> None:
         self._body: bytes | None = None
         self._status: int | None = None
@@ -859,6 +920,7 @@ class _BaseRequestHandler(BaseHTTPRequestHandler):
                 headers["X-Error-Code"] = err.code
             self.send_json(err.status, body, headers)
         except Exception as err:  # a server bug must reach the test as a 500, not as a hung client
+            traceback.print_exc()
             self.send_json(500, {"error": f"Internal error in the test Hub server: {err!r}"})
         finally:
             with self.hub._lock:
@@ -900,19 +962,20 @@ class _BaseRequestHandler(BaseHTTPRequestHandler):
             raise HubError.bad_request("The request body must be a JSON object.")
         return data
 
-    def send(self, status: int, body: bytes = b"", headers: dict | None = None, content_length=None) -> None:
+    def send(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
         self.body()  # an unread request body would be taken for the next request on this connection
         self._status = status
         self.send_response(status)
         for name, value in (headers or {}).items():
             self.send_header(name, str(value))
-        self.send_header("Content-Length", str(len(body) if content_length is None else content_length))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
     def send_json(self, status: int, data: Any, headers: dict | None = None) -> None:
-        self.send(status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
+        body = json.dumps(data, default=str).encode()  # `default`: YAML card data may hold dates
+        self.send(status, body, {"Content-Type": "application/json", **(headers or {})})
 
     def send_content(self, data: bytes, headers: dict) -> None:
         """Send file bytes, honouring a `Range: bytes=start-[end]` header."""
@@ -997,28 +1060,13 @@ class _HubRequestHandler(_BaseRequestHandler):
             repo_id, rest = segments[0], segments[1:]
         repo_id = self.full_repo_id(repo_id)
         action, args = (rest[0], [unquote(arg) for arg in rest[1:]]) if rest else (None, [])
-        handler = {
-            ("GET", None): self.repo_info,
-            ("GET", "revision"): self.repo_info,
-            ("GET", "tree"): self.tree,
-            ("POST", "paths-info"): self.paths_info,
-            ("GET", "refs"): self.refs,
-            ("GET", "commits"): self.commits,
-            ("POST", "preupload"): self.preupload,
-            ("POST", "commit"): self.commit,
-            ("POST", "tag"): self.create_tag,
-            ("DELETE", "tag"): self.delete_tag,
-            ("POST", "branch"): self.create_branch,
-            ("DELETE", "branch"): self.delete_branch,
-            ("POST", "super-squash"): self.super_squash,
-            ("PUT", "settings"): self.update_settings,
-        }.get((method, action))
         if action in ("xet-write-token", "xet-read-token"):
             raise HubError(501, "This test Hub server does not speak Xet: set HF_HUB_DISABLE_XET=1 before importing "
                                 "huggingface_hub (see hf_recunlearn.testing.prepare_hub_environment).")  # fmt: skip
-        if handler is None:
+        handler_name = _REPO_API_ROUTES.get((method, action))
+        if handler_name is None:
             raise HubError(404, f"Not found: {method} {self.path}")
-        handler(repo_type, repo_id, *args)
+        getattr(self, handler_name)(repo_type, repo_id, *args)
 
     # Repos ----------------------------------------------------------------------------------------------------------
 
@@ -1050,7 +1098,7 @@ class _HubRequestHandler(_BaseRequestHandler):
         with self.hub._lock:
             if self.hub._repos.pop((payload.get("type") or "model", repo_id), None) is None:
                 raise HubError.repo_not_found()
-            self.hub.collect_garbage()
+            self.hub._sweep_blobs()
         self.send_json(200, {})
 
     def update_settings(self, repo_type: str, repo_id: str) -> None:
@@ -1102,7 +1150,7 @@ class _HubRequestHandler(_BaseRequestHandler):
             readme = commit.files.get("README.md")
             if readme is not None:
                 try:
-                    card_data = _front_matter(self.hub._blobs.get(readme.blob_id).decode())
+                    card_data = _front_matter(self.hub._blobs.get(readme.content_key).decode())
                 except Exception:  # a broken card does not break repo_info on the Hub either
                     card_data = None
                 if card_data:
@@ -1111,6 +1159,8 @@ class _HubRequestHandler(_BaseRequestHandler):
                     info["tags"] = [tags] if isinstance(tags, str) else list(tags)
                     if repo_type == "model" and isinstance(card_data.get("library_name"), str):
                         info["library_name"] = card_data["library_name"]
+                    if repo_type == "space" and card_data.get("sdk") in SPACE_SDKS:
+                        info["sdk"] = card_data["sdk"]
         self.send_json(200, info)
 
     def whoami(self) -> None:
