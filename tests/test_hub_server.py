@@ -5,7 +5,9 @@ the library makes against huggingface.co.
 
 import hashlib
 import os
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from huggingface_hub import (
@@ -222,6 +224,26 @@ def test_stale_parent_commit_is_rejected_and_head_unchanged(api, hub_server, rep
     assert err.value.response.status_code == 412
     assert head(api, repo_id) == v2.oid
     assert not hub_server.is_reachable(weights(8))
+
+
+def test_concurrent_pushes_from_the_same_parent_land_exactly_once(api, hub_server, repo_id):
+    parent = head(api, repo_id)
+    barrier = threading.Barrier(4)
+
+    def push(seed):
+        barrier.wait()
+        try:
+            return push_version(api, repo_id, CONFIG, weights(seed), f"Push {seed}", parent_commit=parent).oid
+        except HfHubHTTPError as err:
+            return err.response.status_code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(push, range(100, 104)))
+    winners = [r for r in results if isinstance(r, str)]
+    assert len(winners) == 1
+    assert [r for r in results if not isinstance(r, str)] == [412, 412, 412]  # the others were stale, not lost
+    assert head(api, repo_id) == winners[0]
+    assert [c.commit_id for c in api.list_repo_commits(repo_id)][:2] == [winners[0], parent]
 
 
 def test_not_found_errors_are_typed(api, repo_id, tmp_path):

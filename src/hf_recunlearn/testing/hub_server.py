@@ -52,7 +52,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 
 REPO_TYPES = ("model", "dataset", "space")
@@ -395,9 +395,7 @@ class HubError(Exception):
 
 @dataclass
 class Fault:
-    """
-    A failure armed with [`HubServer.fail_next`]. `triggered` counts how many requests it failed so far.
-    """
+    """A failure armed with [`HubServer.fail_next`]; `triggered` counts the requests it failed so far."""
 
     pattern: str
     method: str | None
@@ -413,7 +411,10 @@ class Fault:
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One request the server received: `method`, `path` (as sent, with the query) and `status` answered."""
+    """
+    One request the server received: `method`, `path` (as sent, with the query) and the `status` answered (`None`
+    when a fault dropped the connection).
+    """
 
     method: str
     path: str
@@ -904,7 +905,6 @@ class _BaseRequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         self._body: bytes | None = None
-        self._status: int | None = None
         split = urlsplit(self.path)
         self.query = {key: values[-1] for key, values in parse_qs(split.query).items()}
         try:
@@ -922,9 +922,11 @@ class _BaseRequestHandler(BaseHTTPRequestHandler):
         except Exception as err:  # a server bug must reach the test as a 500, not as a hung client
             traceback.print_exc()
             self.send_json(500, {"error": f"Internal error in the test Hub server: {err!r}"})
-        finally:
-            with self.hub._lock:
-                self.hub.request_log.append(RequestRecord(method, self.path, self._status))
+
+    def _log(self, status: int | None) -> None:
+        # Logged before answering, so that a client which got its answer finds its request in the log.
+        with self.hub._lock:
+            self.hub.request_log.append(RequestRecord(self.command, self.path, status))
 
     def route(self, method: str, path: str) -> None:
         raise NotImplementedError
@@ -933,10 +935,10 @@ class _BaseRequestHandler(BaseHTTPRequestHandler):
         if fault.drop_connection:
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length // 2)
+            self._log(None)
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self.body()
         self.send_json(fault.status, {"error": f"Injected failure ({fault.status}) for {fault.pattern!r}"})
 
     def body(self) -> bytes:
@@ -964,7 +966,7 @@ class _BaseRequestHandler(BaseHTTPRequestHandler):
 
     def send(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
         self.body()  # an unread request body would be taken for the next request on this connection
-        self._status = status
+        self._log(status)
         self.send_response(status)
         for name, value in (headers or {}).items():
             self.send_header(name, str(value))
