@@ -32,3 +32,27 @@ def hub_server(hub_server_session, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     yield hub_server_session
     hub_server_session.clear_faults()
+
+
+import os  # noqa: E402
+
+
+# Nothing in the suite may reach the real Hub; Hub tests opt back in through the `hub_server` fixture.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def synthetic_splits():
+    """Small synthetic train/valid/test splits (E2URec preset, short histories)."""
+    from hf_recunlearn.data import build_datasets, make_synthetic
+
+    return build_datasets(make_synthetic(num_users=60, num_items=60, seed=0), history_len=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(synthetic_splits, tmp_path_factory):
+    from hf_recunlearn.models import build_tokenizer
+
+    texts = [p for name in synthetic_splits for p in synthetic_splits[name]["prompt"]]
+    return build_tokenizer(texts, save_dir=tmp_path_factory.mktemp("tokenizer"))
