@@ -416,9 +416,12 @@ def test_multi_process_training_equals_single_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "HF_RECUNLEARN_SALT_DIR": str(tmp_path / "salts")}
     common = [str(script), "--num-shards", "4"]
     subprocess.run([sys.executable, *common, "--output-dir", str(tmp_path / "single")], check=True, env=env, timeout=600)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
-    subprocess.run([*launch, *common, "--output-dir", str(tmp_path / "multi")], check=True, env=env, timeout=600)
+    # `--multi_gpu` starts 2 processes through torchrun (on the CPU here); `--cpu` alone would start one.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    run = subprocess.run([*launch, *common, "--output-dir", str(tmp_path / "multi")], check=True, env=env, timeout=600,
+                         capture_output=True, text=True)  # fmt: skip
+    assert "shard -> process {0: 0, 1: 1, 2: 0, 3: 1}" in run.stdout  # the shards were spread over both processes
     single, multi = read_apa_directory(tmp_path / "single"), read_apa_directory(tmp_path / "multi")
     assert multi.version == single.version == 2  # trained, then forgot one user
     for a, b in zip(single.shard_adapters, multi.shard_adapters):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import os
 import tempfile
 import time
@@ -45,6 +46,8 @@ from .apa_config import APAConfig
 from .rec_trainer import RecTrainer, make_lora_config
 
 
+logger = logging.getLogger(__name__)
+
 REQUIRED_COLUMNS = ("prompt", "completion", "label", "sample_id", "user_id")
 
 
@@ -62,6 +65,7 @@ class APAEventReport:
         seconds (`float`): wall time of the whole event (training, validation errors, writing the version).
         shard_seconds (`dict[int, float]`): training time of each (re)trained shard.
         num_samples (`int`): training samples in the ledger after the event.
+        shard_processes (`dict[int, int]`): the process that trained each shard (all 0 in a single-process run).
         temperature_scores (`dict[float, float]`): validation AUC per τ candidate, when τ was chosen.
     """
 
@@ -73,6 +77,7 @@ class APAEventReport:
     seconds: float
     shard_seconds: dict[int, float] = field(default_factory=dict)
     num_samples: int = 0
+    shard_processes: dict[int, int] = field(default_factory=dict)
     temperature_scores: dict[float, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -87,6 +92,7 @@ class _ShardResult:
     centroid: torch.Tensor
     seconds: float
     info: dict
+    process: int = 0
 
 
 # Environment variables through which launchers (torchrun / accelerate, MPI) tell a process it is one of several.
@@ -117,9 +123,14 @@ def _single_process_training(active: bool):
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
     AcceleratorState._reset_state(reset_partial_state=True)
+    # TrainingArguments warns that the process group is up but unused for DDP: here that is the intent.
+    args_logger = logging.getLogger("transformers.training_args")
+    level = args_logger.level
+    args_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        args_logger.setLevel(level)
         os.environ.update(saved_env)
         AcceleratorState._reset_state(reset_partial_state=True)
         PartialState._shared_state.update(saved_partial)
@@ -127,13 +138,25 @@ def _single_process_training(active: bool):
 
 
 def _process_info() -> tuple[int, int]:
-    """`(num_processes, process_index)` of the current launch (1, 0 for a plain `python` run)."""
-    if not any(k in os.environ for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")):
-        return 1, 0
-    from accelerate import PartialState
+    """
+    `(num_processes, process_index)` of the current launch; `(1, 0)` for a plain `python` run.
 
-    state = PartialState()
-    return state.num_processes, state.process_index
+    Read from `torch.distributed`, initialising it through accelerate when a launcher (torchrun, `accelerate
+    launch`) started several processes: on a machine without GPUs accelerate's own state reports a single process
+    even then, so it is not asked for the count.
+    """
+    world = max(int(os.environ.get(k, 1)) for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
+    if world <= 1:
+        return 1, 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_world_size(), dist.get_rank()
 
 
 def _broadcast(obj, world: int):
@@ -334,6 +357,7 @@ class APATrainer:
             users_removed=users_removed,
             seconds=0.0,
             shard_seconds={k: r.seconds for k, r in results.items()},
+            shard_processes={k: r.process for k, r in results.items()},
             num_samples=new_ledger.num_samples(),
         )
         self._finish_event(state, report, start, changed=affected)
@@ -368,6 +392,10 @@ class APATrainer:
     def predict(self, dataset, batch_size: int | None = None) -> np.ndarray:
         """P(like) for every row of `dataset` from the aggregated recommender."""
         return self.recommender.predict(dataset, batch_size or self.args.per_device_eval_batch_size)
+
+    def is_world_process_zero(self) -> bool:
+        """Whether this is the main process of the launch (the one that writes versions), as in `Trainer`."""
+        return _process_info()[1] == 0
 
     def save_pretrained(self, save_directory) -> None:
         """Write the current version to `save_directory` (layout in `hf_recunlearn.apa_recommender`)."""
@@ -468,6 +496,7 @@ class APATrainer:
             users_removed=0,
             seconds=0.0,
             shard_seconds={k: r.seconds for k, r in results.items()},
+            shard_processes={k: r.process for k, r in results.items()},
             num_samples=ledger.num_samples(),
         )
         self._finish_event(state, report, start, changed=None)
@@ -534,14 +563,16 @@ class APATrainer:
         shard_ids = sorted(shard_ids)
         mine = [k for i, k in enumerate(shard_ids) if i % world == rank]
         results = {}
+        logger.info(f"Process {rank} of {world} trains shard(s) {mine}.")
         with _single_process_training(world > 1):
             for k in mine:
                 results[k] = self._train_shard(k, ledger)
+                results[k].process = rank
         if world > 1:
             gathered = [None] * world
             torch.distributed.all_gather_object(gathered, results)
             results = {k: r for part in gathered for k, r in part.items()}
-        return results
+        return dict(sorted(results.items()))
 
     def _train_shard(self, k: int, ledger: ShardLedger) -> _ShardResult:
         """
