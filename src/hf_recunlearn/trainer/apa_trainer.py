@@ -39,7 +39,7 @@ from ..apa_recommender import (
     write_apa_directory,
 )
 from ..metrics import utility_metrics
-from ..models import load_model
+from ..models import _prepare_tokenizer, load_model
 from ..partition import ShardLedger, load_or_create_salt, make_partition, prompt_representations
 from ..scoring import AnswerTokens, score
 from .apa_config import APAConfig
@@ -240,6 +240,10 @@ class APATrainer:
                         "base_model=...)` and pass the recommender as `model`."
                     )
                 model, tokenizer = load_model(self.state.base_model)
+                if os.path.isfile(os.path.join(source_dir, "tokenizer_config.json")):
+                    from transformers import AutoTokenizer
+
+                    tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(source_dir), model)
             else:
                 model, tokenizer = load_model(model)
             processing_class = processing_class or tokenizer
