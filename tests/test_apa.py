@@ -165,6 +165,21 @@ def test_weightings_and_levels(setup, trained):
     np.testing.assert_allclose(rec.predict(test, weights=one_hot), shard_p[:, 1], atol=1e-5)
 
 
+def test_exported_static_adapter_equals_the_fixed_weight_mixture(setup, trained, tmp_path):
+    ds, tok, base = setup
+    rec = trained[0].recommender
+    weights = [0.5, 0.2, 0.3]
+    for level in ("ND", "D"):
+        rec.export_adapter(tmp_path / level, weights, level=level)
+        peft_model = PeftModel.from_pretrained(base, str(tmp_path / level))
+        try:
+            expected = score(peft_model, tok, ds["test"], rec.answer_tokens, batch_size=32)
+        finally:
+            peft_model.unload()
+        got = rec.predict(ds["test"], weights=np.tile(weights, (len(ds["test"]), 1)), level=level)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_temperature_is_selected_on_validation(setup, trained):
     ds, tok, base = setup
     trainer, _, root = trained
@@ -268,12 +283,15 @@ def test_train_with_forget_dataset_forgets_it(setup, trained, tmp_path):
     assert trainer.forget_dataset is None
 
 
-def test_no_raw_id_of_a_forgotten_user_reaches_disk(setup, fresh):
+def test_no_raw_id_of_a_forgotten_user_reaches_disk_or_logs(setup, fresh, caplog):
     ds, tok, base = setup
     trainer, model_dir = fresh
     user = ds["train"][3]["user_id"]
     samples = [s for s, u in zip(ds["train"]["sample_id"], ds["train"]["user_id"]) if u == user]
-    trainer.forget(user_ids=[user])
+    with caplog.at_level("DEBUG"):
+        report = trainer.forget(user_ids=[user])
+    assert user not in caplog.text and not any(s in caplog.text for s in samples)
+    assert user not in repr(report.to_dict())
     blobs = b"".join(p.read_bytes() for p in model_dir.rglob("*") if p.is_file())
     assert user.encode() not in blobs
     assert not any(s.encode() in blobs for s in samples)
