@@ -126,7 +126,8 @@ def _check_plain_lora(config) -> None:
     ]
     if unsupported or getattr(config, "rank_pattern", None) or getattr(config, "alpha_pattern", None):
         raise ValueError(
-            f"Shard aggregation supports plain LoRA on linear layers; the adapter config sets {unsupported or 'rank/alpha patterns'}. "
+            "Shard aggregation supports plain LoRA on linear layers; the adapter config sets "
+            f"{unsupported or 'rank/alpha patterns'}. "
             "Train the shards with a plain `LoraConfig` (r, lora_alpha, lora_dropout, target_modules)."
         )
 
@@ -209,7 +210,9 @@ class ShardMixture:
         for path in self.modules:
             layer = model.get_submodule(path)
             if not isinstance(layer, torch.nn.Linear):
-                raise TypeError(f"Module {path!r} is a {type(layer).__name__}; shard aggregation needs nn.Linear targets.")
+                raise TypeError(
+                    f"Module {path!r} is a {type(layer).__name__}; shard aggregation needs nn.Linear targets."
+                )
         self._weights = None
         self._level = "ND"
         self._shard = None

@@ -456,8 +456,13 @@ def write_apa_directory(
                 _write_adapter(folder, adapter, state.lora_config, state.base_model)
             else:
                 shutil.copytree(Path(reuse_shards_from) / shard_name(k), folder)
-            shards_meta.append({**state.shard_info[k], "name": shard_name(k), "sha256": _sha256(folder / ADAPTER_WEIGHTS)})
-        tensors = {"valid_reps": state.valid_reps, "valid_errors": state.valid_errors, "shard_centroids": state.shard_centroids}
+            digest = _sha256(folder / ADAPTER_WEIGHTS)
+            shards_meta.append({**state.shard_info[k], "name": shard_name(k), "sha256": digest})
+        tensors = {
+            "valid_reps": state.valid_reps,
+            "valid_errors": state.valid_errors,
+            "shard_centroids": state.shard_centroids,
+        }
         if state.partition_centroids is not None:
             tensors["partition_centroids"] = state.partition_centroids
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}

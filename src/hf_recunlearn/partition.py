@@ -256,7 +256,9 @@ def _assign_least_loaded(user, rows, sizes, cap, explicit, assignment):
     sizes[k] += len(rows)
 
 
-def user_partition(user_ids: Sequence[str], num_shards: int, max_shard_size: int | None = None, seed: int = 0) -> Partition:
+def user_partition(
+    user_ids: Sequence[str], num_shards: int, max_shard_size: int | None = None, seed: int = 0
+) -> Partition:
     """
     Balanced random partition by user (RecEraser-style user partition without embeddings): each user's samples go
     to one shard.

@@ -106,7 +106,9 @@ class APAConfig(RecConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.num_shards < 1:
-            raise ValueError(f"`num_shards` must be >= 1, got {self.num_shards}. Pass the number of data shards K (APA: 4).")
+            raise ValueError(
+                f"`num_shards` must be >= 1, got {self.num_shards}. Pass the number of data shards K (APA: 4)."
+            )
         if self.max_shard_size is not None and self.max_shard_size < 1:
             raise ValueError(f"`max_shard_size` must be >= 1 or None, got {self.max_shard_size}.")
         if not self.use_lora:
@@ -139,7 +141,8 @@ class APAConfig(RecConfig):
         if self.temperature_candidates is not None:
             if not self.temperature_candidates or any(t < 0 for t in self.temperature_candidates):
                 raise ValueError(
-                    f"`temperature_candidates` must be a non-empty list of values >= 0, got {self.temperature_candidates}."
+                    "`temperature_candidates` must be a non-empty list of values >= 0, got "
+                    f"{self.temperature_candidates}."
                 )
         if self.num_neighbors < 1:
             raise ValueError(f"`num_neighbors` must be >= 1, got {self.num_neighbors} (paper: 20 movies, 100 books).")

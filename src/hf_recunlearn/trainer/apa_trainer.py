@@ -321,7 +321,9 @@ class APATrainer:
         if self.state is None:
             raise RuntimeError("No APA model yet: call `train()` first, or pass a saved APA directory as `model`.")
         if self.train_dataset is None:
-            raise ValueError("Forgetting retrains shards on their remaining samples: pass the training set as `train_dataset`.")
+            raise ValueError(
+                "Forgetting retrains shards on their remaining samples: pass the training set as `train_dataset`."
+            )
         start = time.perf_counter()
         world, rank = _process_info()
         salt = _broadcast(
@@ -612,8 +614,14 @@ class APATrainer:
                 if valid is not None:
                     yes, no = answer_completions(self.train_dataset)
                     answers = AnswerTokens.from_completions(self.processing_class, yes, no)
-                    p = score(peft_model, self.processing_class, valid, answers,
-                              batch_size=args.per_device_eval_batch_size, max_prompt_length=args.max_prompt_length)  # fmt: skip
+                    p = score(
+                        peft_model,
+                        self.processing_class,
+                        valid,
+                        answers,
+                        batch_size=args.per_device_eval_batch_size,
+                        max_prompt_length=args.max_prompt_length,
+                    )
                     errors = torch.from_numpy(np.abs(np.asarray(valid["label"], dtype=np.float64) - p)).float()
                 else:
                     errors = torch.zeros(0)
