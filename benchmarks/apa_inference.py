@@ -97,7 +97,11 @@ def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="apa-bench-"))
+    with tempfile.TemporaryDirectory(prefix="apa-bench-") as work:  # models, versions and the ledger's salt
+        run(args, Path(work))
+
+
+def run(args, work: Path):
     ds = make_data(args)
     common = dict(use_cpu=True, disable_tqdm=True, logging_steps=10_000, per_device_eval_batch_size=args.batch_size,
                   report_to="none", seed=args.seed)  # fmt: skip
