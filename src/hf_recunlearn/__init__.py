@@ -1,30 +1,46 @@
-"""hf_recunlearn: make LLM-based recommenders forget (E2URec, APA) on transformers + PEFT."""
+"""hf_recunlearn: make LLM-based recommenders forget (E2URec, APA) on transformers + PEFT.
+
+The public names below are imported lazily (PEP 562), so `import hf_recunlearn` is cheap and does not import
+`huggingface_hub` before a test harness has pointed it at a local Hub (see `hf_recunlearn.testing`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 
 __version__ = "0.1.0.dev0"
 
-from .data import RecData, build_datasets, load_data, make_forget_split, make_synthetic
-from .metrics import gap_closed, jsd, l2_distance, membership_inference_auc, utility_metrics
-from .models import build_tiny_model, build_tokenizer, load_model
-from .scoring import AnswerTokens, score
-from .trainer import RecConfig, RecTrainer
+_EXPORTS = {
+    "data": ["RecData", "build_datasets", "load_data", "make_forget_split", "make_synthetic"],
+    "metrics": ["gap_closed", "jsd", "l2_distance", "membership_inference_auc", "utility_metrics"],
+    "models": ["build_tiny_model", "build_tokenizer", "load_model"],
+    "scoring": ["AnswerTokens", "score"],
+    "trainer": ["APAConfig", "APATrainer", "RecConfig", "RecTrainer", "SISAConfig", "SISATrainer"],
+    "apa_recommender": ["APARecommender"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
 
 
-__all__ = [
-    "AnswerTokens",
-    "RecConfig",
-    "RecData",
-    "RecTrainer",
-    "build_datasets",
-    "build_tiny_model",
-    "build_tokenizer",
-    "gap_closed",
-    "jsd",
-    "l2_distance",
-    "load_data",
-    "load_model",
-    "make_forget_split",
-    "make_synthetic",
-    "membership_inference_auc",
-    "score",
-    "utility_metrics",
-]
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .apa_recommender import APARecommender
+    from .data import RecData, build_datasets, load_data, make_forget_split, make_synthetic
+    from .metrics import gap_closed, jsd, l2_distance, membership_inference_auc, utility_metrics
+    from .models import build_tiny_model, build_tokenizer, load_model
+    from .scoring import AnswerTokens, score
+    from .trainer import APAConfig, APATrainer, RecConfig, RecTrainer, SISAConfig, SISATrainer
