@@ -343,3 +343,40 @@ def test_network_error_mid_push_leaves_no_half_version(runs, hub_server, api, re
 
     # Re-running the push finishes the job.
     assert hub.push(runs["v2"], repo_id).tag == "v2" and hub_server.is_reachable(new_shard, repo_id)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_push_versions_pull(runs, hub_server, repo_id, tmp_path, capsys):
+    from hf_recunlearn.cli import main, resolve_push_source
+    from hf_recunlearn.runs import RunDir, RunInfo
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["v1"], run / "apa")
+    RunDir(run).save_info(RunInfo(data="synthetic", preset="apa", template="e2urec", base_model="builtin",
+                                  metrics={"apa": {"auc": 0.625, "note": "text is skipped"}}))  # fmt: skip
+    assert resolve_push_source(run) == ("apa", run / "apa")
+    assert resolve_push_source(runs["v1"] / "shard_00") == ("e2urec", runs["v1"] / "shard_00")
+
+    assert main(["push", "--run", str(run), "--repo-id", repo_id, "--json", str(tmp_path / "p1.json")]) == 0
+    first = json.loads((tmp_path / "p1.json").read_text())
+    assert (first["method"], first["tag"], first["version"]) == ("apa", "v1", 1)
+    shutil.rmtree(run / "apa")
+    shutil.copytree(runs["v2"], run / "apa")
+    assert main(["push", "--run", str(run), "--repo-id", repo_id, "--keep-history"]) == 0
+
+    assert main(["versions", "--repo-id", repo_id, "--json", str(tmp_path / "versions.json")]) == 0
+    listed = json.loads((tmp_path / "versions.json").read_text())["versions"]
+    assert [(v["tag"], v["status"], v["event"]) for v in listed] == [("v1", "available", "train"),
+                                                                     ("v2", "available", "forget")]  # fmt: skip
+    assert listed[0]["metrics"] == {"auc": 0.625}
+
+    assert main(["pull", "--repo-id", repo_id, "--revision", "v1", "--output-dir", str(tmp_path / "v1")]) == 0
+    assert digests(runs["v1"]) == {p: d for p, d in digests(tmp_path / "v1").items() if p in digests(runs["v1"])}
+
+    capsys.readouterr()
+    assert main(["pull", "--repo-id", repo_id, "--revision", "v9", "--output-dir", str(tmp_path / "v9")]) == 2
+    assert "'v9'" in capsys.readouterr().err
+    assert main(["push", "--run", str(tmp_path / "v1" / "shard_00"), "--repo-id", repo_id, "--method", "apa"]) == 2
+    assert "holds no 'apa' model" in capsys.readouterr().err
