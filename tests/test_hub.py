@@ -49,7 +49,8 @@ def runs(tmp_path_factory):
     base = tiny_base(tok)
     root = tmp_path_factory.mktemp("hub-apa")
     args = apa_args(root / "v1", root / "salts")
-    APATrainer(base, args, train_dataset=ds["train"], eval_dataset={"valid": ds["valid"]}, processing_class=tok).train()
+    valid = {"valid": ds["valid"]}
+    APATrainer(base, args, train_dataset=ds["train"], eval_dataset=valid, processing_class=tok).train()
     shutil.copytree(root / "v1", root / "v2")
     trainer = APATrainer(
         APARecommender.from_pretrained(root / "v2", base_model=base, tokenizer=tok),
@@ -62,7 +63,7 @@ def runs(tmp_path_factory):
     report = trainer.forget(user_ids=[user])
     (k,) = report.affected_shards
     return {"ds": ds, "tok": tok, "base": base, "root": root, "v1": root / "v1", "v2": root / "v2", "user": user,
-            "shard": k, "report": report, "salts": root / "salts"}  # fmt: skip
+            "shard": k, "report": report, "salts": root / "salts", "trainer": trainer}  # fmt: skip
 
 
 @pytest.fixture
@@ -206,6 +207,28 @@ def test_no_raw_id_of_any_user_is_pushed(runs, hub_server, repo_id):
     ledger = ShardLedger.from_dict(meta["ledger"], salt)
     assert ledger.hash_user(user).encode() in blobs
     assert salt.hex().encode() not in blobs and salt not in blobs
+
+
+def test_trainer_and_recommender_push_to_hub(runs, hub_server, api, repo_id, tmp_path):
+    # A recommender loaded from a directory pushes that directory; one built in memory is saved to a temporary one.
+    loaded = APARecommender.from_pretrained(runs["v1"], base_model=runs["base"], tokenizer=runs["tok"])
+    assert loaded.push_to_hub(repo_id, private=True).tag == "v1"
+    assert api.repo_info(repo_id).private
+    with pytest.raises(HubRepoNotFoundError, match="token cannot see it"):
+        hub.list_versions(repo_id, token=False)  # anonymous readers cannot see a private repo
+
+    before = digests(runs["v2"])
+    result = runs["trainer"].push_to_hub(repo_id)  # the trainer's output_dir holds its current version (v2)
+    assert (result.tag, result.purged) == ("v2", ["v1"])
+    assert f"shard_{runs['shard']:02d}/adapter_model.safetensors" in result.uploaded
+    assert digests(runs["v2"]) == before
+
+    in_memory = APARecommender(runs["base"], runs["tok"], loaded.state)
+    other = f"user/apa-{uuid.uuid4().hex[:8]}"
+    assert in_memory.push_to_hub(other).tag == "v1"
+    pulled = hub.pull(other, "v1", tmp_path / "pulled")
+    for k in range(3):
+        assert shard_bytes(pulled, k) == shard_bytes(runs["v1"], k)
 
 
 # ---------------------------------------------------------------------------------------------------- model cards

@@ -368,7 +368,9 @@ class APARecommender:
         directory = Path(directory)
         if not directory.is_dir():
             if str(directory).startswith(("/", "./", "../", "~")) or directory.exists():
-                raise FileNotFoundError(f"{str(directory)!r} is not a directory; pass an APA directory or a Hub repo id.")
+                raise FileNotFoundError(
+                    f"{str(directory)!r} is not a directory; pass an APA directory or a Hub repo id."
+                )
             from .hub import pull
 
             directory = pull(str(directory), revision or "main", token=token, cache_dir=cache_dir)

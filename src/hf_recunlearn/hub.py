@@ -66,7 +66,8 @@ CITATIONS = {
         "bibtex": (
             "@article{hu2024exact,\n"
             "  title   = {Exact and Efficient Unlearning for Large Language Model-based Recommendation},\n"
-            "  author  = {Hu, Zhiyu and Zhang, Yang and Xiao, Minghao and Wang, Wenjie and Feng, Fuli and He, Xiangnan},\n"
+            "  author  = {Hu, Zhiyu and Zhang, Yang and Xiao, Minghao and Wang, Wenjie and Feng, Fuli and "
+            "He, Xiangnan},\n"
             "  journal = {arXiv preprint arXiv:2404.10327},\n"
             "  year    = {2024}\n"
             "}"
@@ -270,7 +271,8 @@ def _translate_errors(repo_id: str, action: str, revision: str | None = None) ->
         ) from err
     except RepositoryNotFoundError as err:
         status = err.response.status_code if err.response is not None else None
-        hint = " The token was refused: check `HF_TOKEN` / `hf auth login`." if status == 401 and _bad_token(err) else ""
+        refused = status == 401 and _bad_token(err)
+        hint = " The token was refused: check `HF_TOKEN` / `hf auth login`." if refused else ""
         raise HubRepoNotFoundError(
             f"Repo {repo_id!r} not found (while trying to {action}), or the token cannot see it (private repo). "
             f"Check the repo id and that your token has access.{hint}"
@@ -288,8 +290,10 @@ def _translate_errors(repo_id: str, action: str, revision: str | None = None) ->
                 "nothing was published. Pull the latest version first (`hf-recunlearn pull` / `hub.pull`), apply "
                 "your forget requests to it, and push again."
             ) from err
-        raise HubPushError(f"The Hub answered HTTP {status} while trying to {action} {repo_id!r}: {err}. "
-                           "Nothing was published by the failed request; retry the same command.") from err  # fmt: skip
+        raise HubPushError(
+            f"The Hub answered HTTP {status} while trying to {action} {repo_id!r}: {err}. Nothing was published by "
+            "the failed request; retry the same command."
+        ) from err
     except _network_errors() as err:
         raise HubPushError(
             f"Network error while trying to {action} {repo_id!r} ({type(err).__name__}: {err}). The version is one "
@@ -484,8 +488,6 @@ class _RemoteState:
     """What a push needs to know about the repo's `main` before it commits."""
 
     def __init__(self, api, repo_id: str, token):
-        from huggingface_hub import hf_hub_download  # noqa: F401  (imported here so errors map in the caller)
-
         info = api.repo_info(repo_id, revision="main")
         self.head: str = info.sha
         self.tree = _remote_tree(api, repo_id, self.head)
