@@ -508,7 +508,7 @@ class _RemoteState:
         return max((v["version"] for v in self.versions if v.get("status") != "not_pushed"), default=0)
 
     def changes(self, files: dict[str, Path | bytes]):
-        """`(operations to add, paths to delete)` turning the remote tree into `files`."""
+        """`(add operations, paths they add, paths to delete)` turning the remote tree into `files`."""
         from huggingface_hub import CommitOperationAdd
 
         adds, uploaded = [], []
