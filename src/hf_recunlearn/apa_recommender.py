@@ -327,22 +327,58 @@ class APARecommender:
         """Write this version to `save_directory` (atomically; see the module docstring for the layout)."""
         write_apa_directory(save_directory, self.state, tokenizer=self.tokenizer)
 
-    @classmethod
-    def from_pretrained(cls, directory, base_model=None, tokenizer=None) -> "APARecommender":
+    def push_to_hub(self, repo_id: str, *, keep_history: bool = False, private: bool = False, **kwargs):
         """
-        Rebuild the aggregated recommender from a directory alone.
+        Push this version to the Hub model repo `repo_id` as tag `vN` (one commit; see `hf_recunlearn.hub.push`,
+        which receives the other keyword arguments: `metrics`, `datasets`, `token`, ...).
+
+        After a forget event the earlier versions are purged from the Hub (tags deleted, history squashed) unless
+        `keep_history=True`. Returns a `hf_recunlearn.hub.HubPushResult`.
+        """
+        import tempfile
+
+        from .hub import push
+
+        if self.source_dir is not None and read_version(self.source_dir) == self.version:
+            return push(self.source_dir, repo_id, keep_history=keep_history, private=private, **kwargs)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(Path(tmp) / "apa")
+            return push(Path(tmp) / "apa", repo_id, keep_history=keep_history, private=private, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory, base_model=None, tokenizer=None, *, revision: str | None = None, token=None, cache_dir=None
+    ) -> "APARecommender":
+        """
+        Rebuild the aggregated recommender from a directory alone, or from a Hub repo pushed by `push_to_hub`.
 
         Args:
-            directory: a directory written by `save_pretrained` / `APATrainer`.
+            directory: a directory written by `save_pretrained` / `APATrainer`, or a Hub repo id.
             base_model (*optional*): the base model object, or its name/path; defaults to the `base_model` recorded
                 in the metadata.
             tokenizer (*optional*): defaults to the tokenizer saved in `directory`, else the base model's.
+            revision (`str`, *optional*): Hub repos only: the version tag (`"v2"`), branch or commit to load.
+                Defaults to the latest version (`main`).
+            token, cache_dir (*optional*): Hub repos only, passed to `huggingface_hub`.
         """
         from transformers import AutoTokenizer
 
         from .models import _prepare_tokenizer, load_model
 
         directory = Path(directory)
+        if not directory.is_dir():
+            if str(directory).startswith(("/", "./", "../", "~")) or directory.exists():
+                raise FileNotFoundError(
+                    f"{str(directory)!r} is not a directory; pass an APA directory or a Hub repo id."
+                )
+            from .hub import pull
+
+            directory = pull(str(directory), revision or "main", token=token, cache_dir=cache_dir)
+        elif revision is not None:
+            raise ValueError(
+                f"`revision={revision!r}` was given, but {str(directory)!r} is a local directory, which holds one "
+                "version. Pass a Hub repo id to load a given revision."
+            )
         state = read_apa_directory(directory)
         if base_model is None or isinstance(base_model, (str, os.PathLike)):
             name = base_model or state.base_model

@@ -54,6 +54,36 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
     evaluate.add_argument("--batch-size", type=int, default=64)
     _add_json(evaluate)
+
+    push = sub.add_parser(
+        "push",
+        help="Push a version to a Hub model repo (one commit + a vN tag; purges earlier versions after a forget).",
+        description=(
+            "Push the current version of a model to the Hub as one commit tagged vN. --run accepts: an APA directory "
+            "(holding apa_config.json); a run directory with an apa/ subfolder (pushed as APA), else an e2urec/ or "
+            "original/ PEFT adapter subfolder; or a PEFT adapter directory itself (adapter_config.json). After a "
+            "forget event, earlier versions are deleted from the Hub (tags removed, history squashed) unless "
+            "--keep-history is given."
+        ),
+    )
+    push.add_argument("--run", required=True, help="APA directory, run directory, or PEFT adapter directory.")
+    push.add_argument("--repo-id", required=True, help="Hub model repo, e.g. user/apa-movielens (created if missing).")
+    push.add_argument("--private", action="store_true", help="Create the repo private.")
+    push.add_argument("--keep-history", action="store_true",
+                      help="Keep earlier versions downloadable even after a deletion request (default: purge them).")
+    push.add_argument("--method", default=None, choices=["apa", "e2urec", "original"],
+                      help="Which model of a run directory to push (default: apa, else e2urec, else original).")
+    _add_json(push)
+
+    pull = sub.add_parser("pull", help="Download one version of a Hub repo pushed by `push`.")
+    pull.add_argument("--repo-id", required=True, help="Hub repo id.")
+    pull.add_argument("--revision", default="main", help="Version tag (v2), branch or commit (default: main).")
+    pull.add_argument("--output-dir", required=True, help="New (or empty) directory to write the version to.")
+    _add_json(pull)
+
+    versions = sub.add_parser("versions", help="List the versions of a Hub repo: tag, commit, event, counts, status.")
+    versions.add_argument("--repo-id", required=True, help="Hub repo id.")
+    _add_json(versions)
     return parser
 
 
@@ -152,13 +182,82 @@ def _evaluate(args) -> dict[str, Any]:
     return {"split": args.split, "num_samples": len(split), **utility_metrics(split["label"], probs)}
 
 
+def resolve_push_source(run: str | Path, method: str | None = None) -> tuple[str, Path]:
+    """
+    What `hf-recunlearn push --run DIR` pushes: `("apa", dir)` or `(adapter method, dir)`.
+
+    Accepts an APA directory, a PEFT adapter directory, or a run directory holding `apa/`, `e2urec/` or `original/`
+    (in that order of preference unless `method` picks one).
+    """
+    from .apa_recommender import CONFIG_NAME
+
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"`--run` {str(run)!r} is not a directory.")
+    candidates = [("apa", run), ("apa", run / "apa"), ("e2urec", run / "e2urec"), ("original", run / "original")]
+    if (run / "adapter_config.json").is_file():
+        candidates.insert(1, (method or "e2urec", run))
+    for kind, folder in candidates:
+        if method is not None and kind != method:
+            continue
+        marker = CONFIG_NAME if kind == "apa" else "adapter_config.json"
+        if (folder / marker).is_file():
+            return kind, folder
+    wanted = f" {method!r} model" if method else " model"
+    raise FileNotFoundError(
+        f"`--run` {str(run)!r} holds no{wanted} to push. Pass an APA directory (with {CONFIG_NAME}), a PEFT adapter "
+        "directory (with adapter_config.json), or a run directory with an apa/, e2urec/ or original/ subfolder."
+    )
+
+
+def _run_info(folder: Path):
+    """The `run.json` of the run directory around `folder`, if any."""
+    from .runs import RUN_FILE, RunDir
+
+    for candidate in (folder, folder.parent):
+        if (candidate / RUN_FILE).is_file():
+            return RunDir(candidate).load_info()
+    return None
+
+
+@command("push")
+def _push(args) -> dict[str, Any]:
+    from . import hub
+
+    kind, folder = resolve_push_source(args.run, args.method)
+    info = _run_info(folder)
+    metrics = (info.metrics.get(kind) if info else None) or None
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))} if isinstance(metrics, dict) else None
+    if kind == "apa":
+        result = hub.push(folder, args.repo_id, private=args.private, keep_history=args.keep_history, metrics=metrics)
+    else:
+        result = hub.push_adapter(folder, args.repo_id, method=kind, private=args.private,
+                                  keep_history=args.keep_history, metrics=metrics)  # fmt: skip
+    return {"pushed": str(folder), "method": kind, **result.to_dict()}
+
+
+@command("pull")
+def _pull(args) -> dict[str, Any]:
+    from . import hub
+
+    path = hub.pull(args.repo_id, args.revision, args.output_dir)
+    return {"repo_id": args.repo_id, "revision": args.revision, "output_dir": str(path)}
+
+
+@command("versions")
+def _versions(args) -> dict[str, Any]:
+    from . import hub
+
+    return {"repo_id": args.repo_id, "versions": [v.to_dict() for v in hub.list_versions(args.repo_id)]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         results = COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, _hub_error()) as err:
         # Bad input: a clear message, no traceback.
         print(f"hf-recunlearn {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -169,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(args.json_path, json.loads(text))
     print(text)
     return 0
+
+
+def _hub_error() -> type[Exception]:
+    from .hub import HubOperationError
+
+    return HubOperationError
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -411,6 +412,29 @@ class APATrainer:
             return
         write_apa_directory(save_directory, self.state, tokenizer=self.processing_class)
 
+    def push_to_hub(self, repo_id: str, *, keep_history: bool = False, private: bool = False, **kwargs):
+        """
+        Push the current version to the Hub model repo `repo_id` as tag `vN` (see `hf_recunlearn.hub.push` for the
+        other keyword arguments). Call it after every `train()` / `forget()`: only the retrained shards, the
+        aggregation state, the metadata and the card are uploaded, and after a forget event the earlier versions
+        are purged from the Hub (tags deleted, history squashed) unless `keep_history=True`.
+
+        Returns a `hf_recunlearn.hub.HubPushResult` (`None` on processes other than the main one).
+        """
+
+        from ..hub import push
+
+        if self.state is None:
+            raise RuntimeError("No APA model to push yet: call `train()` first.")
+        if _process_info()[1] != 0:
+            return None
+        source = self._reusable_source()
+        if source is not None:
+            return push(source, repo_id, keep_history=keep_history, private=private, **kwargs)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(Path(tmp) / "apa")
+            return push(Path(tmp) / "apa", repo_id, keep_history=keep_history, private=private, **kwargs)
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """`Trainer`-style alias of [`save_pretrained`] (default: `args.output_dir`)."""
         self.save_pretrained(output_dir or self.args.output_dir)
@@ -527,6 +551,9 @@ class APATrainer:
             "users_removed": report.users_removed,
             "temperature": state.aggregation.temperature,
         }
+        # Written with the version (without the time the write itself takes), so that the lineage on disk, and on
+        # the Hub, has it; the in-memory entry gets the whole event's time below.
+        entry["seconds"] = round(time.perf_counter() - start, 3)
         state.lineage = list(state.lineage) + [entry]
         if self.args.save_on_event and _process_info()[1] == 0:
             target = str(self.args.output_dir)
