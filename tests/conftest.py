@@ -56,3 +56,13 @@ def tiny_tokenizer(synthetic_splits, tmp_path_factory):
 
     texts = [p for name in synthetic_splits for p in synthetic_splits[name]["prompt"]]
     return build_tokenizer(texts, save_dir=tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def space_cache(tmp_path_factory):
+    """A Space cache holding the tiny built-in demo, built once per session (each app still starts from a pristine copy)."""
+    from hf_recunlearn.space import DemoRecommender, SpaceSettings
+
+    cache = tmp_path_factory.mktemp("space-cache")
+    DemoRecommender.load(SpaceSettings(cache_dir=str(cache), size="tiny"))
+    return cache
