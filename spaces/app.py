@@ -72,18 +72,20 @@ def build_app(settings: SpaceSettings | None = None) -> gr.Blocks:
     def init(progress=gr.Progress()):
         demo = get_demo(progress)
         user = demo.default_user()
-        status = f"Model: {settings.source}, version {demo.recommender.version}, {len(demo.users())} users."
-        return gr.update(choices=demo.user_choices(), value=user), status
+        info = f"**Model:** {settings.source}, version {demo.recommender.version}, {len(demo.users())} users."
+        return gr.update(choices=demo.user_choices(), value=user), info
 
     def show_user(user):
         demo = get_demo()
         if not user:
-            return _empty(["item"]), _empty(["item"]), _empty(["item"]), "Pick a user."
+            return _empty(["item"]), _empty(["item"]), _empty(["item"]), "### Pick a user", gr.update()
         try:
-            return demo.history(user), demo.recommend(user), demo.own_items(user), f"Showing {demo.user_label(user)}."
+            tables = demo.history(user), demo.recommend(user), demo.own_items(user)
+            # The status line keeps the last action's message (e.g. the forget that moved the page to this user).
+            return *tables, f"### Showing {demo.user_label(user)}", gr.update()
         except UnknownUserError as err:
             gr.Warning(str(err))
-            return _empty(["item"]), _empty(["item"]), _empty(["item"]), f"⚠️ {err}"
+            return _empty(["item"]), _empty(["item"]), _empty(["item"]), "### No such user", f"⚠️ {err}"
 
     def forget(user, method, progress=gr.Progress()):
         demo = get_demo(progress)
@@ -122,7 +124,9 @@ def build_app(settings: SpaceSettings | None = None) -> gr.Blocks:
 
     with gr.Blocks(title="hf_recunlearn — forget a user") as app:
         gr.Markdown(INTRO)
-        status = gr.Markdown("Loading the recommender…", elem_id="status")
+        model_info = gr.Markdown("Loading the recommender… (the first start builds the demo model, about a minute)",
+                                 elem_id="model-info")
+        status = gr.Markdown("", elem_id="status")
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=280):
                 # Custom values are allowed so that API calls (and stale pages) reach the app, which answers an unknown
@@ -136,6 +140,7 @@ def build_app(settings: SpaceSettings | None = None) -> gr.Blocks:
                     reset_btn = gr.Button("Reset demo", elem_id="reset-btn")
                 history = gr.Dataframe(label="Their latest ratings", elem_id="history", interactive=False, wrap=True)
             with gr.Column(scale=3, min_width=360):
+                user_heading = gr.Markdown("### Pick a user", elem_id="user-heading")
                 recs = gr.Dataframe(
                     label=f"Top-{settings.top_k} recommendations (items they have not rated)",
                     elem_id="recs",
@@ -152,8 +157,10 @@ def build_app(settings: SpaceSettings | None = None) -> gr.Blocks:
             plot = gr.Plot(label="P(like) before vs after", elem_id="plot")
             own_compare = gr.Dataframe(label="Their own training items: P(like) before and after", elem_id="own-compare")
 
-        app.load(init, outputs=[user, status], api_name="init")
-        user.change(show_user, inputs=user, outputs=[history, recs, own, status], api_name="recommend")
+        app.load(init, outputs=[user, model_info], api_name="init")
+        user.change(
+            show_user, inputs=user, outputs=[history, recs, own, user_heading, status], api_name="recommend"
+        )
         forget_btn.click(
             forget,
             inputs=[user, method],

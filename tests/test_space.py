@@ -45,7 +45,8 @@ def test_recommend_forget_and_after(client):
     users = client.predict(api_name="/users")
     assert default_user in users and len(users) > 10
 
-    history, recs, own, _ = client.predict(default_user, api_name="/recommend")
+    history, recs, own, heading, _ = client.predict(default_user, api_name="/recommend")
+    assert f"user {default_user} (" in heading
     before = _rows(recs)
     assert len(before) == 10
     assert all(0.0 <= r["P(like)"] <= 1.0 for r in before)
@@ -70,14 +71,14 @@ def test_recommend_forget_and_after(client):
     assert ledger["user_in_ledger"] is False and ledger["version"] == ledger["version_on_disk"] == 2
     assert default_user not in client.predict(api_name="/users")
     # Other users are still served.
-    _, other_recs, _, _ = client.predict(next_user, api_name="/recommend")
+    _, other_recs, _, _, _ = client.predict(next_user, api_name="/recommend")
     assert len(_rows(other_recs)) == 10
 
     # The same user again: a clear message, nothing changes.
     status, *_ = client.predict(default_user, APA, api_name="/forget")
     assert "already forgotten" in status
     assert client.predict(default_user, api_name="/ledger")["version"] == 2
-    _, _, _, status = client.predict(default_user, api_name="/recommend")
+    _, _, _, _, status = client.predict(default_user, api_name="/recommend")
     assert "already forgotten" in status
 
 
