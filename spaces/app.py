@@ -23,7 +23,7 @@ from hf_recunlearn.space import (
 
 
 INTRO = """
-# 🧹 Forget me — unlearning for an LLM recommender
+# Forget me — unlearning for an LLM recommender
 
 A small language model answers *"will this user like this movie?"*. It is trained as **APA**: the users are split
 into shards, with one LoRA adapter per shard, aggregated per request. Pick a user, look at what the model recommends,
@@ -41,10 +41,10 @@ def _empty(columns) -> pd.DataFrame:
 
 
 def _summary_markdown(result) -> str:
-    absent = "**absent** ✅" if not result.in_ledger_after else "**still present** (approximate method)"
+    absent = "**absent**" if not result.in_ledger_after else "**still present** (approximate method)"
     shards = ", ".join(str(k) for k in result.affected_shards) or "none"
     lines = [
-        f"### Forgot user `{result.user_id}` with {result.method}",
+        f"### Forgot {result.user_id} with {result.method}",
         f"- Time: **{result.seconds:.1f} s**",
         f"- Shards retrained: **{len(result.affected_shards)} of {result.num_shards}** ({shards})",
         f"- Training samples removed: **{result.samples_removed}**",
@@ -99,7 +99,7 @@ def build_app(settings: SpaceSettings | None = None) -> gr.Blocks:
         own["P(like) after"] = result.own_after["P(like)"].to_numpy()
         next_user = demo.default_user()
         return [
-            f"Forgot user `{result.user_id}` in {result.seconds:.1f} s. The page now shows another user.",
+            f"Forgot {result.user_id} in {result.seconds:.1f} s. The page now shows another user.",
             gr.update(visible=True),
             _summary_markdown(result),
             result.recs_before,
@@ -138,7 +138,14 @@ def build_app(settings: SpaceSettings | None = None) -> gr.Blocks:
                 with gr.Row():
                     forget_btn = gr.Button("Forget this user", variant="stop", elem_id="forget-btn")
                     reset_btn = gr.Button("Reset demo", elem_id="reset-btn")
-                history = gr.Dataframe(label="Their latest ratings", elem_id="history", interactive=False, wrap=True)
+                history = gr.Dataframe(
+                    label="Their latest ratings",
+                    elem_id="history",
+                    interactive=False,
+                    wrap=True,
+                    column_widths=["40%", "28%", "13%", "19%"],
+                    max_height=900,
+                )
             with gr.Column(scale=3, min_width=360):
                 user_heading = gr.Markdown("### Pick a user", elem_id="user-heading")
                 recs = gr.Dataframe(
@@ -146,16 +153,33 @@ def build_app(settings: SpaceSettings | None = None) -> gr.Blocks:
                     elem_id="recs",
                     interactive=False,
                     wrap=True,
+                    column_widths=["9%", "46%", "30%", "15%"],
                 )
                 own = gr.Dataframe(label="P(like) of their own training items", elem_id="own", interactive=False)
         with gr.Column(visible=False, elem_id="after-panel") as after_panel:
             gr.Markdown("## Before and after forgetting")
             summary = gr.Markdown(elem_id="forget-summary")
             with gr.Row():
-                recs_before = gr.Dataframe(label="Before: top recommendations", elem_id="recs-before", wrap=True)
-                recs_after = gr.Dataframe(label="After: top recommendations", elem_id="recs-after", wrap=True)
+                recs_before = gr.Dataframe(
+                    label="Before: top recommendations",
+                    elem_id="recs-before",
+                    wrap=True,
+                    interactive=False,
+                    column_widths=["10%", "44%", "15%", "14%", "17%"],
+                    max_height=900,
+                )
+                recs_after = gr.Dataframe(
+                    label="After: top recommendations",
+                    elem_id="recs-after",
+                    wrap=True,
+                    interactive=False,
+                    column_widths=["9%", "37%", "13%", "11%", "13%", "17%"],
+                    max_height=900,
+                )
             plot = gr.Plot(label="P(like) before vs after", elem_id="plot")
-            own_compare = gr.Dataframe(label="Their own training items: P(like) before and after", elem_id="own-compare")
+            own_compare = gr.Dataframe(
+                label="Their own training items: P(like) before and after", elem_id="own-compare", interactive=False
+            )
 
         app.load(init, outputs=[user, model_info], api_name="init")
         user.change(

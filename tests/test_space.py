@@ -46,7 +46,7 @@ def test_recommend_forget_and_after(client):
     assert default_user in users and len(users) > 10
 
     history, recs, own, heading, _ = client.predict(default_user, api_name="/recommend")
-    assert f"user {default_user} (" in heading
+    assert f"Showing {default_user} (" in heading
     before = _rows(recs)
     assert len(before) == 10
     assert all(0.0 <= r["P(like)"] <= 1.0 for r in before)
@@ -187,3 +187,24 @@ def test_app_starts_as_a_script_with_no_configuration(tmp_path):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_forgotten_id_stays_out_of_logs_and_model_files(space_cache, tmp_path, caplog):
+    """Privacy: after a forget, the raw id appears in no log record and in no file of the live model."""
+    import logging
+    import shutil
+
+    from hf_recunlearn.space import DemoRecommender, SpaceSettings
+
+    cache = tmp_path / "cache"
+    shutil.copytree(space_cache, cache)
+    demo = DemoRecommender.load(SpaceSettings(cache_dir=str(cache), size="tiny"))
+    user = demo.default_user()
+    with caplog.at_level(logging.DEBUG):
+        result = demo.forget(user)
+    assert result.in_ledger_after is False and result.samples_removed > 0
+    assert caplog.records, "the forget should log what it did (counts only)"
+    assert not [r for r in caplog.records if user in r.getMessage()]
+    live = demo.workdir / "apa"
+    leaks = [p for p in live.rglob("*") if p.is_file() and user.encode() in p.read_bytes()]
+    assert not leaks

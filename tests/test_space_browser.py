@@ -55,10 +55,10 @@ def test_pick_forget_and_see_after_panel(browser, space_cache, tmp_path):
         # Pick a user through the searchable dropdown: type part of the label, click the match.
         dropdown = page.locator("#user input")
         dropdown.click()
-        dropdown.fill("user 7")
-        option = page.locator("[data-testid=dropdown-option]").filter(has_text="user 7 (").first
+        dropdown.fill("u0007")
+        option = page.locator("[data-testid=dropdown-option]").filter(has_text="u0007 (").first
         option.click()
-        expect(page.locator("#user-heading")).to_contain_text("Showing user 7 (", timeout=30_000)
+        expect(page.locator("#user-heading")).to_contain_text("Showing u0007 (", timeout=30_000)
         recs = page.locator("#recs")
         expect(recs).to_contain_text("P(like)")
         expect(page.locator("#history")).to_contain_text("liked")
@@ -66,7 +66,7 @@ def test_pick_forget_and_see_after_panel(browser, space_cache, tmp_path):
 
         page.locator("#forget-btn").click()
         summary = page.locator("#forget-summary")
-        expect(summary).to_contain_text("Forgot user 7 with APA (exact)", timeout=60_000)
+        expect(summary).to_contain_text("Forgot u0007 with APA (exact)", timeout=60_000)
         expect(page.locator("#after-panel")).to_be_visible()
         expect(summary).to_contain_text("Shards retrained: 1 of 2")
         expect(summary).to_contain_text("absent")
@@ -74,7 +74,7 @@ def test_pick_forget_and_see_after_panel(browser, space_cache, tmp_path):
         expect(page.locator("#recs-after")).to_contain_text("rank before")
         expect(page.locator("#own-compare")).to_contain_text("P(like) after")
         expect(page.locator("#plot")).to_be_visible()
-        expect(status).to_contain_text("Forgot user 7")
+        expect(status).to_contain_text("Forgot u0007")
 
         shot = tmp_path / "space-after-forget.png"
         page.screenshot(path=str(shot), full_page=True)

@@ -196,15 +196,12 @@ def build_bundle(target, size: str | SpaceSize = "small", salt_dir=None, progres
     start = time.perf_counter()
     _stage(progress, 0.02, f"Generating synthetic ratings ({spec.num_users} users)")
     prepared = prepare_data(
-        "synthetic",
+        _builtin_data(spec),
         preset="e2urec",
         template="e2urec",
         history_len=spec.history_len,
         pretrain_user_fraction=spec.pretrain_user_fraction,
         seed=0,
-        num_users=spec.num_users,
-        num_items=spec.num_items,
-        interactions_per_user=spec.interactions_per_user,
     )
     _stage(progress, 0.08, f"Training the stand-in base model on {len(prepared.pretrain)} held-out samples")
     build_builtin_base(
@@ -252,6 +249,20 @@ def build_bundle(target, size: str | SpaceSize = "small", salt_dir=None, progres
     os.replace(work, target)
     _stage(progress, 1.0, f"Built the demo in {meta['build_seconds']} s")
     return target
+
+
+def _builtin_data(spec: SpaceSize):
+    """The synthetic ratings of the built-in demo, with user ids spelled `u0007` (readable, and unmistakable in a
+    byte search of logs and files, which the privacy tests rely on)."""
+    from .data import RecData, make_synthetic
+
+    raw = make_synthetic(
+        num_users=spec.num_users, num_items=spec.num_items, interactions_per_user=spec.interactions_per_user, seed=0
+    )
+    rename = {u: f"u{int(u):04d}" for u in raw.interactions["user_id"].unique()}
+    inter = raw.interactions.assign(user_id=raw.interactions["user_id"].map(rename))
+    groups = {rename[u]: g for u, g in raw.user_groups.items() if u in rename}
+    return RecData(raw.name, inter, raw.items, raw.like_threshold, raw.item_kind, groups)
 
 
 class _ShardProgress(TrainerCallback):
@@ -435,7 +446,7 @@ class DemoRecommender:
         groups = self.data.meta.get("user_groups", {})
         n = int((self.data.interactions["user_id"] == user_id).sum())
         tag = " · niche tastes" if groups.get(user_id) == "niche" else ""
-        return f"user {user_id} ({n} ratings){tag}"
+        return f"{user_id} ({n} ratings){tag}"
 
     def user_choices(self) -> list[tuple[str, str]]:
         return [(self.user_label(u), u) for u in self.users()]
@@ -745,7 +756,8 @@ def _rank_changes(before: pd.DataFrame, after: pd.DataFrame, top_k: int) -> tupl
     top_a["rank before"] = [rank_b[i] for i in top_a["item_id"]]
     top_a["change"] = [_arrow(rank_b[i] - rank_a[i]) for i in top_a["item_id"]]
     top_a["P(like) before"] = [p_b[i] for i in top_a["item_id"]]
-    return top_b.drop(columns="item_id"), top_a.drop(columns="item_id")
+    # Genres are shown in the main recommendations table; the side-by-side tables keep to what changed.
+    return top_b.drop(columns=["item_id", "genres"]), top_a.drop(columns=["item_id", "genres"])
 
 
 def _arrow(delta: int) -> str:
@@ -794,11 +806,17 @@ def comparison_figure(result: ForgetResult):
     ra = result.recs_after
     ax2.scatter(ra["P(like) before"], ra["P(like)"], c="tab:orange", s=20, marker="^", label="top-k after")
     ax2.set_title("Recommendations")
+    # Zoom on the data (a weak model's P(like) can sit in a narrow band), keeping both axes equal around y = x.
+    values = np.concatenate(
+        [own_b["P(like)"], own_a["P(like)"], recs["P(like)"], recs["P(like) after"], ra["P(like)"], ra["P(like) before"]]
+    ).astype(float)
+    lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    pad = max(0.02, 0.08 * (hi - lo))
+    lo, hi = max(0.0, lo - pad), min(1.0, hi + pad)
     for a in axes:
-        lo = 0.0
-        a.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls="--")
-        a.set_xlim(-0.02, 1.02)
-        a.set_ylim(-0.02, 1.02)
+        a.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="unchanged")
+        a.set_xlim(lo, hi)
+        a.set_ylim(lo, hi)
         a.set_xlabel("P(like) before")
         a.set_ylabel("P(like) after")
         a.legend(loc="upper left", fontsize=8)
