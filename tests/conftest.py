@@ -9,7 +9,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import gc  # noqa: E402
+
 import pytest  # noqa: E402
+import torch  # noqa: E402, F401
+import transformers  # noqa: E402, F401
+from hf_recunlearn.trainer import E2URecTrainer  # noqa: E402, F401
+
+
+# Every `Trainer.train()` runs `gc.collect()` (accelerate's `free_memory`); with torch and transformers loaded that
+# walks hundreds of thousands of long-lived objects each time. Freezing them keeps a tiny training run tiny.
+gc.freeze()
 
 
 @pytest.fixture(scope="session")
