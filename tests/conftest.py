@@ -1,30 +1,61 @@
-"""Offline, tiny, seeded: shared fixtures for the trainer tests."""
+"""
+Shared test setup.
 
+Hub tests run the real `huggingface_hub` client against `hf_recunlearn.testing.HubServer` on 127.0.0.1. The client
+reads `HF_ENDPOINT`, `HF_HOME`, `HF_TOKEN` and `HF_HUB_DISABLE_XET` when it is imported, so they are set here, at
+conftest import, before any test module imports it; the server starts lazily on the chosen port.
+
+Everything else is offline, tiny and seeded.
+"""
+
+import gc
 import os
 
+import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+from hf_recunlearn.testing import HubServer, prepare_hub_environment
+
+
+HUB_ENV = prepare_hub_environment()
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the `hub_server` fixture turns it off for the tests that use it
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import gc  # noqa: E402
-
-import pytest  # noqa: E402
 import torch  # noqa: E402, F401
 import transformers  # noqa: E402, F401
-from hf_recunlearn.trainer import E2URecTrainer  # noqa: E402, F401
+
+import hf_recunlearn.trainer  # noqa: E402, F401
 
 
 # Every `Trainer.train()` runs `gc.collect()` (accelerate's `free_memory`); with torch and transformers loaded that
-# walks hundreds of thousands of long-lived objects each time. Freezing them keeps a tiny training run tiny.
+# walks hundreds of thousands of long-lived objects each time (about 0.45 s here). Freezing them keeps a tiny
+# training run tiny.
 gc.freeze()
 
 
 @pytest.fixture(scope="session")
+def hub_server_session():
+    """The session's `HubServer` at `HF_ENDPOINT`, accepting only `HUB_ENV.token` (the client's default `HF_TOKEN`)."""
+    with HubServer(port=HUB_ENV.port, tokens=[HUB_ENV.token]) as server:
+        yield server
+
+
+@pytest.fixture
+def hub_server(hub_server_session, monkeypatch):
+    """
+    The session's `HubServer`, with `huggingface_hub` allowed online for this test even when `HF_HUB_OFFLINE` is set
+    for the rest of the suite. Faults a test armed are disarmed after it.
+    """
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    yield hub_server_session
+    hub_server_session.clear_faults()
+
+
+@pytest.fixture(scope="session")
 def tiny_data():
-    """A small synthetic data set with niche users, its forget split (the niche users) and a word-level tokenizer."""
+    """A small synthetic data set with niche users, its forget split (two niche users) and a word-level tokenizer."""
     from hf_recunlearn.data import build_datasets, make_forget_split, make_synthetic
     from hf_recunlearn.models import build_tokenizer
 

@@ -36,7 +36,7 @@ _NICHE_WORDS = (
     "Obscura", "Monolith", "Vesper", "Lacuna", "Reverie", "Palimpsest", "Ennui", "Tableau", "Elegy", "Liminal",
     "Umbra", "Vignette", "Aporia", "Kenosis", "Sfumato", "Chiaroscuro",
 )  # fmt: skip
-_FILLERS = ("The", "Last", "Return", "Night", "City", "Of", "Red", "Dark", "Little", "Big", "Lost", "Wild")
+_SYLLABLES = ("ka", "lo", "mi", "ra", "zen", "tor", "vi", "shu", "pel", "dor", "nix", "bal", "quo", "fen", "gar", "wyn")
 
 
 def make_synthetic(
@@ -46,9 +46,10 @@ def make_synthetic(
     niche_user_fraction: float = 0.1,
     niche_item_fraction: float = 0.15,
     niche_share: float = 0.5,
-    noise: float = 0.6,
-    taste_strength: float = 1.2,
-    quality_strength: float = 0.7,
+    noise: float = 0.5,
+    taste_strength: float = 1.5,
+    quality_strength: float = 1.0,
+    user_bias_strength: float = 1.2,
     seed: int = 0,
 ) -> RecData:
     """
@@ -68,9 +69,11 @@ def make_synthetic(
         niche_user_fraction (`float`, *optional*, defaults to `0.1`): share of users with niche tastes (0 disables).
         niche_item_fraction (`float`, *optional*, defaults to `0.15`): share of items only niche users rate.
         niche_share (`float`, *optional*, defaults to `0.5`): share of a niche user's ratings that go to niche items.
-        noise (`float`, *optional*, defaults to `0.6`): standard deviation of the rating noise.
-        taste_strength (`float`, *optional*, defaults to `1.2`): weight of the user's genre tastes in a rating.
-        quality_strength (`float`, *optional*, defaults to `0.7`): standard deviation of the items' quality.
+        noise (`float`, *optional*, defaults to `0.5`): standard deviation of the rating noise.
+        taste_strength (`float`, *optional*, defaults to `1.5`): weight of the user's genre tastes in a rating.
+        quality_strength (`float`, *optional*, defaults to `1.0`): standard deviation of the items' quality.
+        user_bias_strength (`float`, *optional*, defaults to `1.2`): standard deviation of the users' generosity (some
+            users rate everything high, others are harsh), visible in the share of liked items in their history.
         seed (`int`, *optional*, defaults to `0`): the generator is a pure function of its arguments.
     """
     for name, value in (("num_users", num_users), ("num_items", num_items)):
@@ -102,8 +105,7 @@ def make_synthetic(
         else:
             words = list(rng.choice(_NICHE_WORDS, size=2, replace=False))
             genres.append("Arthouse")
-        title = _unique_title(rng, words, used_titles)
-        titles.append(title)
+        titles.append(_unique_title(rng, words, used_titles))
     quality = rng.normal(0.0, quality_strength, size=num_items)
     popularity = np.exp(rng.normal(0.0, 0.8, size=num_regular))
     popularity /= popularity.sum()
@@ -112,6 +114,7 @@ def make_synthetic(
     user_ids = [str(u + 1) for u in range(num_users)]
     niche_users = set(rng.choice(num_users, size=num_niche_users, replace=False).tolist()) if num_niche_users else set()
     tastes = rng.normal(0.0, 1.0, size=(num_users, n_genres))
+    generosity = rng.normal(0.0, user_bias_strength, size=num_users)
     start = 880_000_000
     span = 90 * 24 * 3600 * 12  # about three years of activity
     rows = []
@@ -133,7 +136,7 @@ def make_synthetic(
                 score = taste_strength * affinity + quality[item]
             else:
                 score = 3.0 * quality[item]
-            stars = np.clip(np.round(3.3 + score + rng.normal(0.0, noise)), 1, 5)
+            stars = np.clip(np.round(3.3 + generosity[u] + score + rng.normal(0.0, noise)), 1, 5)
             rows.append((user_ids[u], item_ids[item], float(stars), int(ts)))
 
     interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
@@ -143,11 +146,9 @@ def make_synthetic(
 
 
 def _unique_title(rng: np.random.Generator, words: list[str], used: set[str]) -> str:
+    """A made-up name word no other title has (real titles are mostly told apart by such words), plus `words`."""
     while True:
-        parts = list(words)
-        if rng.random() < 0.6:
-            parts.insert(0, str(rng.choice(_FILLERS)))
-        title = f"{' '.join(parts)} ({int(rng.integers(1960, 2000))})"
-        if title not in used:
-            used.add(title)
-            return title
+        name = "".join(rng.choice(_SYLLABLES, size=int(rng.integers(2, 4)))).capitalize()
+        if name not in used:
+            used.add(name)
+            return f"{name} {' '.join(words)} ({int(rng.integers(1960, 2000))})"
