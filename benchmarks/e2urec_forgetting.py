@@ -130,8 +130,12 @@ def unlearn(name: str, overrides: dict, original, tokenizer, split, test, opts):
     settings.update(overrides)
     args = config_cls(**settings)
     trainer = trainer_cls(
-        copy.deepcopy(original), args=args, forget_dataset=split.forget, retain_dataset=split.retain, processing_class=tokenizer,
-    )  # fmt: skip
+        copy.deepcopy(original),
+        args=args,
+        forget_dataset=split.forget,
+        retain_dataset=split.retain,
+        processing_class=tokenizer,
+    )
     trainer.train()
     return trainer
 
@@ -158,7 +162,9 @@ def main():
     parser.add_argument("--epochs", type=float, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--warmup-steps", type=int, default=20)
-    parser.add_argument("--method", action="append", help="method spec (repeatable); default: all methods; 'none' only checks the scenario")
+    parser.add_argument(
+        "--method", action="append", help="method spec (repeatable); default: all methods; 'none': scenario only"
+    )
     parser.add_argument("--cache", default=None, help="directory caching the trained original and retrains")
     parser.add_argument("--json", default=None, help="write all results here")
     opts = parser.parse_args()

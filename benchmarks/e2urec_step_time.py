@@ -111,8 +111,9 @@ def main():
     tokenizer = build_tokenizer(list(train["prompt"]) + list(splits["test"]["prompt"]))
     base = build_tiny_model(tokenizer, opts.arch, opts.size)
     B = opts.batch_size
-    print(f"model: {opts.arch}/{opts.size}, {sum(p.numel() for p in base.parameters()):,} parameters; "
-          f"train {len(train)}, forget {len(split.forget)}; B = {B}; torch threads {torch.get_num_threads()}")  # fmt: skip
+    params = sum(p.numel() for p in base.parameters())
+    print(f"model: {opts.arch}/{opts.size}, {params:,} parameters; train {len(train)}, forget {len(split.forget)}; "
+          f"B = {B}; torch threads {torch.get_num_threads()}")  # fmt: skip
 
     lora, half, full, teacher = [], [], [], []
     for r in range(opts.rounds):
@@ -122,8 +123,8 @@ def main():
         teacher.append(pre)
         t, _ = time_e2urec(base, tokenizer, split, B, opts.steps, opts.warmup)
         full += t
-        print(f"round {r + 1}: LoRA {statistics.median(lora) * 1e3:.1f} ms, E2URec B/2+B/2 "
-              f"{statistics.median(half) * 1e3:.1f} ms, E2URec B+B {statistics.median(full) * 1e3:.1f} ms")  # fmt: skip
+        ms = [statistics.median(x) * 1e3 for x in (lora, half, full)]
+        print(f"round {r + 1}: LoRA {ms[0]:.1f} ms, E2URec B/2+B/2 {ms[1]:.1f} ms, E2URec B+B {ms[2]:.1f} ms")
 
     m_lora, m_half, m_full = (statistics.median(x) for x in (lora, half, full))
     print()

@@ -85,7 +85,8 @@ def test_bad_teacher_distils_the_incompetent_teacher_and_leaves_it_untouched(tin
     before = trainer.teacher_logits(trainer.model, forget)
     trainer.train()
     teacher = trainer.teacher_outputs["forget"]
-    assert kl_divergence(teacher, trainer.teacher_logits(trainer.model, forget)).item() < kl_divergence(teacher, before).item()
+    after = trainer.teacher_logits(trainer.model, forget)
+    assert kl_divergence(teacher, after).item() < kl_divergence(teacher, before).item()
     assert all(torch.equal(bad_before[n], p) for n, p in bad.named_parameters())
     assert trainer.bad_teacher_model is None  # released after its outputs were taken
     assert {"loss/forget", "loss/retain_kl"} <= {k for e in trainer.state.log_history for k in e}

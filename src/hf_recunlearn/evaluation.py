@@ -152,7 +152,8 @@ def evaluate_unlearning(
     if hasattr(unlearned, "forget_request_summary"):  # an unlearning trainer
         trainer = unlearned
         unlearning_time = unlearning_time if unlearning_time is not None else trainer.unlearning_runtime
-        trainable_parameters = trainable_parameters if trainable_parameters is not None else trainer.num_trainable_parameters
+        if trainable_parameters is None:
+            trainable_parameters = trainer.num_trainable_parameters
         tokenizer = tokenizer or trainer.processing_class
         unlearned = trainer.accelerator.unwrap_model(trainer.model)
     if trainable_parameters is None and isinstance(unlearned, torch.nn.Module):

@@ -186,7 +186,8 @@ class UnlearningTrainer(Trainer):
         base = model.get_base_model() if isinstance(model, PeftModel) else model
         self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
 
-        self.answer_tokens = AnswerTokens.from_dataset(processing_class, _reference_rows(forget_dataset, retain_dataset))
+        reference = _reference_rows(forget_dataset, retain_dataset)
+        self.answer_tokens = AnswerTokens.from_dataset(processing_class, reference)
         self.scoring_collator = make_collator(
             model, processing_class, self.answer_tokens, max_prompt_length=args.max_prompt_length, for_scoring=True
         )
@@ -194,8 +195,9 @@ class UnlearningTrainer(Trainer):
             data_collator = make_collator(
                 model, processing_class, self.answer_tokens, max_prompt_length=args.max_prompt_length
             )
+        pairing_seed = args.seed if args.pairing_seed is None else args.pairing_seed
         pairs, self.paired_retain_dataset = self._pair_datasets(
-            forget_dataset, retain_dataset, args.retain_per_forget, args.pairing_seed if args.pairing_seed is not None else args.seed
+            forget_dataset, retain_dataset, args.retain_per_forget, pairing_seed
         )
         super().__init__(
             model=model,
@@ -264,8 +266,8 @@ class UnlearningTrainer(Trainer):
                 retain_dataset = train_dataset.select(keep)
         if retain_dataset is None:
             raise ValueError(
-                "Pass `retain_dataset`, or `train_dataset` so that the retained samples can be derived as the training "
-                "samples not in `forget_dataset` (matched by `sample_id`)."
+                "Pass `retain_dataset`, or `train_dataset` so that the retained samples can be derived as the "
+                "training samples not in `forget_dataset` (matched by `sample_id`)."
             )
         if len(retain_dataset) == 0:
             raise ValueError(
@@ -409,7 +411,9 @@ class UnlearningTrainer(Trainer):
         labels = inputs["labels"]
         rows = torch.arange(labels.shape[0], device=labels.device)
         if self._seq2seq:
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels).logits
+            logits = model(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels
+            ).logits
             token_logits, token_labels, answer = logits, labels, logits[rows, inputs["answer_index"]]
         else:
             width = labels.shape[1]
@@ -514,7 +518,11 @@ class UnlearningTrainer(Trainer):
         return {f.name: getattr(self.args, f.name) for f in fields(self.args) if f.name not in base}
 
     def create_model_card(
-        self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None, **kwargs
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        **kwargs,
     ) -> None:
         """
         Write `README.md` in `args.output_dir`: the method, its paper and citation, the base model, the forget request

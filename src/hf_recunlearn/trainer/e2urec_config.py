@@ -101,7 +101,9 @@ class E2URecConfig(UnlearningConfig):
         if self.alpha < 0:
             raise ValueError(f"`alpha` must be >= 0, got {self.alpha}. It scales the forgetting teacher (paper: 2).")
         if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"`beta` must be in [0, 1], got {self.beta}. It weights L_FGT against L_REM (paper: 0.6).")
+            raise ValueError(
+                f"`beta` must be in [0, 1], got {self.beta}. It weights L_FGT against L_REM (paper: 0.6)."
+            )
         for name in ("forget_weight", "remember_weight"):
             value = getattr(self, name)
             if value is not None and value < 0:

@@ -167,7 +167,10 @@ class E2URecTrainer(UnlearningTrainer):
 
     def _augment_trainer(self, model, use_lora: bool) -> RecTrainer:
         trainer = RecTrainer(
-            model, self._augment_args(use_lora), train_dataset=self.forget_dataset, processing_class=self.processing_class
+            model,
+            self._augment_args(use_lora),
+            train_dataset=self.forget_dataset,
+            processing_class=self.processing_class,
         )
         for callback in (PrinterCallback, ProgressCallback):  # a step inside this trainer's run, not a run to report
             trainer.remove_callback(callback)

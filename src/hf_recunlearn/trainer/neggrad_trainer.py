@@ -12,7 +12,8 @@ from .neggrad_config import NegGradConfig
 
 class NegGradTrainer(UnlearningTrainer):
     r"""
-    NegGrad baseline: `L = L_pred(D_r) − λ · L_pred(D_f)` on each paired batch (the E2URec authors' `unlearning_ga.py`).
+    NegGrad baseline: `L = L_pred(D_r) − λ · L_pred(D_f)` on each paired batch (as the E2URec authors'
+    `unlearning_ga.py`).
 
     It needs no teacher. Logged components: `loss/forget` (`L_pred(D_f)`, the term that is *subtracted*; it grows as
     the model forgets) and `loss/retain_ce` (`L_pred(D_r)`).

@@ -23,7 +23,9 @@ class NegKLConfig(UnlearningConfig):
 
     use_lora: bool = field(default=False, metadata={"help": "Train a LoRA student (True) or every weight (False)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Initial learning rate."})
-    forget_weight: float = field(default=0.5, metadata={"help": "λ: weight of the negated KL(original ‖ student) on D_f."})
+    forget_weight: float = field(
+        default=0.5, metadata={"help": "λ: weight of the negated KL(original ‖ student) on D_f."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
