@@ -4,7 +4,12 @@ Shared test setup.
 Hub tests run the real `huggingface_hub` client against `hf_recunlearn.testing.HubServer` on 127.0.0.1. The client
 reads `HF_ENDPOINT`, `HF_HOME`, `HF_TOKEN` and `HF_HUB_DISABLE_XET` when it is imported, so they are set here, at
 conftest import, before any test module imports it; the server starts lazily on the chosen port.
+
+Everything else is offline, tiny and seeded.
 """
+
+import gc
+import os
 
 import pytest
 
@@ -12,6 +17,20 @@ from hf_recunlearn.testing import HubServer, prepare_hub_environment
 
 
 HUB_ENV = prepare_hub_environment()
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the `hub_server` fixture turns it off for the tests that use it
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402, F401
+import transformers  # noqa: E402, F401
+
+import hf_recunlearn.trainer  # noqa: E402, F401
+
+
+# Every `Trainer.train()` runs `gc.collect()` (accelerate's `free_memory`); with torch and transformers loaded that
+# walks hundreds of thousands of long-lived objects each time (about 0.45 s here). Freezing them keeps a tiny
+# training run tiny.
+gc.freeze()
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +75,23 @@ def tiny_tokenizer(synthetic_splits, tmp_path_factory):
 
     texts = [p for name in synthetic_splits for p in synthetic_splits[name]["prompt"]]
     return build_tokenizer(texts, save_dir=tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    """A small synthetic data set with niche users, its forget split (two niche users) and a word-level tokenizer."""
+    from hf_recunlearn.data import build_datasets, make_forget_split, make_synthetic
+    from hf_recunlearn.models import build_tokenizer
+
+    data = make_synthetic(num_users=24, num_items=40, interactions_per_user=14, niche_user_fraction=0.2, seed=0)
+    splits = build_datasets(data, preset="apa", history_len=3, sizes=(64, 8, 24), seed=0)
+    train = splits["train"]
+    niche = sorted({u for u in train["user_id"] if data.user_groups[u] == "niche"})
+    split = make_forget_split(train, user_ids=niche[:2])
+    tokenizer = build_tokenizer(
+        list(train["prompt"]) + list(splits["test"]["prompt"]) + list(splits["valid"]["prompt"])
+    )
+    return {"train": train, "test": splits["test"], "split": split, "tokenizer": tokenizer}
 
 
 @pytest.fixture(scope="session")

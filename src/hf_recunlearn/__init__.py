@@ -17,8 +17,27 @@ _EXPORTS = {
     "metrics": ["gap_closed", "jsd", "l2_distance", "membership_inference_auc", "utility_metrics"],
     "models": ["build_tiny_model", "build_tokenizer", "load_model"],
     "scoring": ["AnswerTokens", "score"],
-    "trainer": ["APAConfig", "APATrainer", "RecConfig", "RecTrainer", "SISAConfig", "SISATrainer"],
+    "trainer": [
+        "APAConfig",
+        "APATrainer",
+        "BadTeacherConfig",
+        "BadTeacherTrainer",
+        "E2URecConfig",
+        "E2URecTrainer",
+        "NegGradConfig",
+        "NegGradTrainer",
+        "NegKLConfig",
+        "NegKLTrainer",
+        "RecConfig",
+        "RecTrainer",
+        "SISAConfig",
+        "SISATrainer",
+        "UnlearningConfig",
+        "UnlearningTrainer",
+        "retrain_reference",
+    ],
     "apa_recommender": ["APARecommender"],
+    "evaluation": ["ModelPredictions", "Predictions", "evaluate_unlearning", "predict_unlearning_sets"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -43,4 +62,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from .metrics import gap_closed, jsd, l2_distance, membership_inference_auc, utility_metrics
     from .models import build_tiny_model, build_tokenizer, load_model
     from .scoring import AnswerTokens, score
-    from .trainer import APAConfig, APATrainer, RecConfig, RecTrainer, SISAConfig, SISATrainer
+    from .evaluation import ModelPredictions, Predictions, evaluate_unlearning, predict_unlearning_sets
+    from .trainer import (
+        APAConfig,
+        APATrainer,
+        BadTeacherConfig,
+        BadTeacherTrainer,
+        E2URecConfig,
+        E2URecTrainer,
+        NegGradConfig,
+        NegGradTrainer,
+        NegKLConfig,
+        NegKLTrainer,
+        RecConfig,
+        RecTrainer,
+        SISAConfig,
+        SISATrainer,
+        UnlearningConfig,
+        UnlearningTrainer,
+        retrain_reference,
+    )

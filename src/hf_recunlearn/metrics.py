@@ -106,6 +106,15 @@ def membership_inference_auc(member_scores, nonmember_scores) -> float:
     return float(roc_auc_score(y, np.concatenate([m, n])))
 
 
+def mean_confidence(labels, probs) -> float:
+    """Mean probability the model gives the true label, `mean P(y)`; a memorised set scores higher than unseen data."""
+    y = np.asarray(labels).astype(int).reshape(-1)
+    p = _as_probs(probs)
+    if len(y) != len(p) or len(y) == 0:
+        raise ValueError(f"`labels` and `probs` must be non-empty and equally long, got {len(y)} and {len(p)}.")
+    return float(np.mean(np.where(y == 1, p, 1 - p)))
+
+
 def true_label_confidence(labels, probs) -> np.ndarray:
     """Per-sample log-probability of the true label, `log P(y)`: the membership signal a loss-based attack uses."""
     y = np.asarray(labels).astype(int).reshape(-1)

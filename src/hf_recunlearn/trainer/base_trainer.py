@@ -1,0 +1,594 @@
+"""The base of every unlearning method: forget/retain wiring, fixed teacher outputs, metric logging, model cards."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import EvalPrediction, PreTrainedModel, Trainer, set_seed
+
+from ..losses import token_cross_entropy
+from ..metrics import mean_confidence, utility_metrics
+from ..models import count_trainable_parameters, is_seq2seq, load_model
+from ..scoring import AnswerTokens, answer_logits, make_collator, yes_no_logits
+from .base_config import UnlearningConfig
+from .rec_trainer import RecTrainer, make_lora_config
+
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("prompt", "completion", "label")
+
+
+def compute_unlearning_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
+    """`compute_metrics` of the unlearning trainers: AUC/ACC/LogLoss and the mean probability of the true label."""
+    probs = np.asarray(eval_pred.predictions).reshape(-1)
+    labels = np.asarray(eval_pred.label_ids).reshape(-1)
+    return {**utility_metrics(labels, probs), "confidence": mean_confidence(labels, probs)}
+
+
+class UnlearningCollator:
+    """
+    Collate training rows of the forget set together with their paired retained rows, in one padded batch.
+
+    A row carrying `retain_rows` (indices into `retain_dataset`) is a forgotten sample; the batch holds the forgotten
+    rows first, then their retained rows, with `is_forget` (`(batch,)`, bool) saying which is which and `row_index`
+    (`(batch,)`) giving each row's index in its own set, for looking up precomputed teacher outputs. Rows without
+    `retain_rows` (evaluation) go to `base` unchanged.
+
+    Args:
+        base: the collator for plain rows, normally a [`~hf_recunlearn.scoring.RecCollator`].
+        retain_dataset (`Dataset`): the retained samples the forget rows point at, with a `row_index` column.
+    """
+
+    def __init__(self, base, retain_dataset: Dataset):
+        self.base = base
+        self.retain_dataset = retain_dataset
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not rows or "retain_rows" not in rows[0]:
+            return self.base(rows)
+        indices = [int(j) for row in rows for j in row["retain_rows"]]
+        columns = self.retain_dataset[indices]
+        retained = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        batch = self.base(list(rows) + retained)
+        batch["is_forget"] = torch.tensor([True] * len(rows) + [False] * len(retained))
+        return batch
+
+
+@dataclass
+class StudentOutputs:
+    """
+    One forward pass of the student over a paired batch.
+
+    Attributes:
+        answer_logits (`torch.Tensor` of shape `(batch, vocab)`): logits at each row's answer position.
+        token_logits (`torch.Tensor` of shape `(batch, seq, vocab)`): logits aligned with `labels`
+            (`token_logits[:, t]` predicts `labels[:, t]`), covering at least every completion token.
+        labels (`torch.Tensor` of shape `(batch, seq)`): completion token ids, `-100` elsewhere.
+        is_forget (`torch.Tensor` of shape `(batch,)`): `True` for forgotten rows, `False` for retained rows.
+        row_index (`torch.Tensor` of shape `(batch,)`): index of each row in the forget set or the paired retain set.
+    """
+
+    answer_logits: torch.Tensor
+    token_logits: torch.Tensor
+    labels: torch.Tensor
+    is_forget: torch.Tensor
+    row_index: torch.Tensor
+
+    @property
+    def is_retain(self) -> torch.Tensor:
+        return ~self.is_forget
+
+    def cross_entropy(self, mask: torch.Tensor) -> torch.Tensor:
+        """Mean next-token loss on the completions of the rows in `mask` (`L_pred`, E2URec eq. 2)."""
+        return token_cross_entropy(self.token_logits, self.labels, mask)
+
+
+class UnlearningTrainer(Trainer):
+    """
+    Base trainer of the unlearning methods: makes a trained recommender forget `forget_dataset` while keeping its
+    quality on the retained data.
+
+    What it does for every method:
+
+    - **The student.** `model` is the *original* recommender. A `PeftModel` has its adapter merged first, so the
+      original stays frozen. With `args.use_lora` (default) a new LoRA adapter, the student, is added and is the only
+      thing trained; "the original model" is then the same network with the student disabled (no copy). With
+      `use_lora=False` every weight is trained and the original's outputs exist only as precomputed teacher outputs.
+    - **Forget/retain pairing.** Each step takes `per_device_train_batch_size` forgotten samples plus
+      `retain_per_forget` retained samples for each, drawn once from D_r, in one padded batch (see
+      [`UnlearningConfig`]). If `retain_dataset` is not given it is `train_dataset` minus the forget set (by
+      `sample_id`).
+    - **Fixed teacher outputs.** [`~UnlearningTrainer.compute_teacher_outputs`] runs once at the start of `train()`,
+      over the answer positions of exactly the samples the student will see; `compute_loss` only looks them up.
+    - **Evidence.** `evaluate()` reports utility on `eval_dataset` (`eval_auc`, `eval_acc`, `eval_logloss`,
+      `eval_confidence`) and forgetting on the forget set (`eval_forget_auc`, `eval_forget_confidence`, ...). Loss
+      components are logged under `loss/...` keys, averaged over each logging window. `create_model_card` names the
+      method, cites its paper and describes the forget request by counts and a hash, never by user ids.
+
+    The model passed in is modified in place (the adapter is injected into it): score the original before unlearning,
+    or compare with the student disabled (`with trainer.original_model(): ...`).
+
+    Subclasses implement [`~UnlearningTrainer.unlearning_loss`] and, when they need teachers,
+    [`~UnlearningTrainer.compute_teacher_outputs`].
+
+    Args:
+        model (`str`, `PreTrainedModel` or `PeftModel`):
+            The original recommender: a model id or path (a PEFT adapter directory works), or a loaded model.
+        args ([`UnlearningConfig`], *optional*): training configuration.
+        data_collator (*optional*): collator for plain rows; defaults to a [`~hf_recunlearn.scoring.RecCollator`].
+        train_dataset (`Dataset`, *optional*): the original training set; used to derive the retained set.
+        eval_dataset (`Dataset`, *optional*): held-out samples for utility metrics.
+        processing_class (`PreTrainedTokenizerBase`, *optional*): the tokenizer; loaded with `model` when it is a
+            string.
+        compute_metrics, callbacks, optimizers: as in [`~transformers.Trainer`].
+        forget_dataset (`Dataset`): the samples to forget (columns `prompt`, `completion`, `label`, and `sample_id`
+            when the retained set is derived from `train_dataset`).
+        retain_dataset (`Dataset`, *optional*): the retained samples; default `train_dataset` minus `forget_dataset`.
+        peft_config (`peft.LoraConfig`, *optional*): the student adapter; built from `args` when not given.
+    """
+
+    _tag_names = ["hf_recunlearn", "unlearning", "recommendation"]
+    _name = "Unlearning"
+    _paper: dict[str, str] = {}
+    config_class = UnlearningConfig
+    # `compute_loss` returns a mean over the batch; the Trainer divides it by the gradient-accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel | PeftModel,
+        args: UnlearningConfig | None = None,
+        data_collator=None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | None = None,
+        processing_class=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        forget_dataset: Dataset | None = None,
+        retain_dataset: Dataset | None = None,
+        peft_config: LoraConfig | None = None,
+    ):
+        if args is None:
+            args = self.config_class(output_dir=f"{self._name.lower().replace(' ', '-')}-unlearned")
+        if not isinstance(args, UnlearningConfig):
+            raise TypeError(
+                f"`args` must be an `UnlearningConfig` (or a subclass such as `{self.config_class.__name__}`), got "
+                f"{type(args).__name__}."
+            )
+        if isinstance(model, str):
+            model, tokenizer = load_model(model)
+            processing_class = processing_class or tokenizer
+        if processing_class is None:
+            raise ValueError("`processing_class` (the tokenizer) is required when `model` is a loaded model.")
+
+        forget_dataset, retain_dataset = self._resolve_datasets(train_dataset, forget_dataset, retain_dataset)
+        self.forget_dataset = forget_dataset
+        self.retain_dataset = retain_dataset
+        self.original_train_dataset = train_dataset
+
+        model = self._prepare_model(model, args, peft_config)
+        self.num_trainable_parameters = count_trainable_parameters(model)
+        self._seq2seq = is_seq2seq(model)
+        base = model.get_base_model() if isinstance(model, PeftModel) else model
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+
+        reference = _reference_rows(forget_dataset, retain_dataset)
+        self.answer_tokens = AnswerTokens.from_dataset(processing_class, reference)
+        self.scoring_collator = make_collator(
+            model, processing_class, self.answer_tokens, max_prompt_length=args.max_prompt_length, for_scoring=True
+        )
+        if data_collator is None:
+            data_collator = make_collator(
+                model, processing_class, self.answer_tokens, max_prompt_length=args.max_prompt_length
+            )
+        pairing_seed = args.seed if args.pairing_seed is None else args.pairing_seed
+        pairs, self.paired_retain_dataset = self._pair_datasets(
+            forget_dataset, retain_dataset, args.retain_per_forget, pairing_seed
+        )
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=UnlearningCollator(data_collator, self.paired_retain_dataset),
+            train_dataset=pairs,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics or compute_unlearning_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self.teacher_outputs: dict[str, torch.Tensor] | None = None
+        self.teacher_runtime: float | None = None
+        self.unlearning_runtime: float | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    @staticmethod
+    def _resolve_datasets(train_dataset, forget_dataset, retain_dataset) -> tuple[Dataset, Dataset]:
+        if forget_dataset is None:
+            raise ValueError(
+                "`forget_dataset` is required: pass the training samples to forget, e.g. "
+                "`make_forget_split(train_dataset, user_ids=[...]).forget`."
+            )
+        if len(forget_dataset) == 0:
+            raise ValueError(
+                "`forget_dataset` is empty: there is nothing to unlearn. Pass the training samples covered by the "
+                "deletion request (for example `make_forget_split(...).forget`)."
+            )
+        for name, ds in (("forget_dataset", forget_dataset), ("retain_dataset", retain_dataset),
+                         ("train_dataset", train_dataset)):  # fmt: skip
+            if ds is None:
+                continue
+            missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
+            if missing:
+                raise ValueError(
+                    f"`{name}` is missing columns {missing}; it needs {list(REQUIRED_COLUMNS)} as built by "
+                    "`build_datasets`."
+                )
+        forget_ids = None
+        if train_dataset is not None:
+            for name, ds in (("forget_dataset", forget_dataset), ("train_dataset", train_dataset)):
+                if "sample_id" not in ds.column_names:
+                    raise ValueError(
+                        f"`{name}` has no `sample_id` column, so the forget set cannot be matched against "
+                        "`train_dataset`. Build the data with `build_datasets`, or pass `retain_dataset` instead of "
+                        "`train_dataset`."
+                    )
+            forget_ids = [str(s) for s in forget_dataset["sample_id"]]
+            train_ids = [str(s) for s in train_dataset["sample_id"]]
+            known = set(train_ids)
+            unknown = [s for s in forget_ids if s not in known]
+            if unknown:
+                raise ValueError(
+                    f"`forget_dataset` has {len(unknown)} of {len(forget_ids)} sample(s) whose `sample_id` is not in "
+                    f"`train_dataset` (e.g. {unknown[:3]}). Only training samples can be unlearned: draw the forget "
+                    "set from the training data with `make_forget_split(train_dataset, ...)`."
+                )
+            if retain_dataset is None:
+                forgotten = set(forget_ids)
+                keep = [i for i, s in enumerate(train_ids) if s not in forgotten]
+                retain_dataset = train_dataset.select(keep)
+        if retain_dataset is None:
+            raise ValueError(
+                "Pass `retain_dataset`, or `train_dataset` so that the retained samples can be derived as the "
+                "training samples not in `forget_dataset` (matched by `sample_id`)."
+            )
+        if len(retain_dataset) == 0:
+            raise ValueError(
+                "`retain_dataset` is empty (the forget request covers every training sample): nothing would remain to "
+                "recommend with."
+            )
+        if "sample_id" in retain_dataset.column_names and "sample_id" in forget_dataset.column_names:
+            forgotten = set(forget_ids or [str(s) for s in forget_dataset["sample_id"]])
+            overlap = [s for s in retain_dataset["sample_id"] if str(s) in forgotten]
+            if overlap:
+                raise ValueError(
+                    f"`retain_dataset` contains {len(overlap)} sample(s) of `forget_dataset` (e.g. {overlap[:3]}); "
+                    "the student would relearn what it must forget. Remove them, or pass `train_dataset` and let "
+                    "the trainer derive the retained set."
+                )
+        return forget_dataset, retain_dataset
+
+    def _prepare_model(self, model, args: UnlearningConfig, peft_config: LoraConfig | None):
+        if isinstance(model, PeftModel):
+            # The original recommender's own adapter becomes part of the frozen original; "original" is then the
+            # network with the student disabled, whichever way the original was trained.
+            model = model.merge_and_unload()
+        self._on_original_model(model, args)
+        if args.use_lora:
+            # peft initialises LoRA from the global RNG: seed right before it so runs are reproducible.
+            set_seed(args.seed)
+            return get_peft_model(model, peft_config or make_lora_config(model, args))
+        if peft_config is not None:
+            raise ValueError(
+                "`peft_config` was given but `args.use_lora=False` trains every weight. Set `use_lora=True` to train "
+                "a LoRA student, or drop `peft_config`."
+            )
+        model.requires_grad_(True)
+        return model
+
+    def _on_original_model(self, model: PreTrainedModel, args: UnlearningConfig) -> None:
+        """Hook: sees the original model (adapter merged) before the student is added. Default: nothing."""
+
+    @staticmethod
+    def _pair_datasets(forget: Dataset, retain: Dataset, per_forget: int, seed: int) -> tuple[Dataset, Dataset]:
+        """
+        Fix, once, which retained samples go with each forgotten sample: `per_forget * len(forget)` draws from a
+        seeded permutation of `retain` (repeated only when `retain` is smaller than that). Returns the forget set with
+        `row_index` and `retain_rows` columns, and the distinct drawn retained samples with a `row_index` column.
+        """
+        needed = per_forget * len(forget)
+        rng = np.random.default_rng(seed)
+        repeats = -(-needed // len(retain))
+        draws = np.concatenate([rng.permutation(len(retain)) for _ in range(repeats)])[:needed]
+        unique, inverse = np.unique(draws, return_inverse=True)
+        paired = _with_column(retain.select(unique.tolist()), "row_index", list(range(len(unique))))
+        pairs = _with_column(forget, "row_index", list(range(len(forget))))
+        pairs = _with_column(pairs, "retain_rows", inverse.reshape(len(forget), per_forget).tolist())
+        return pairs, paired
+
+    # ------------------------------------------------------------------ teachers
+
+    @property
+    def _unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    @contextlib.contextmanager
+    def original_model(self):
+        """
+        Context in which `self.model` computes the original model: the student adapter disabled. Without a LoRA
+        student the original only exists before training starts, so this refuses once weights have changed.
+        """
+        model = self._unwrapped
+        if isinstance(model, PeftModel):
+            with model.disable_adapter():
+                yield model
+            return
+        if self.state.global_step > 0:
+            raise RuntimeError(
+                "With `use_lora=False` every weight is trained, so the original model is gone once training has "
+                "started. Score the original before unlearning, or train a LoRA student (`use_lora=True`)."
+            )
+        yield model
+
+    @torch.no_grad()
+    def teacher_logits(self, model=None, dataset: Dataset | None = None, scope: str | None = None) -> torch.Tensor:
+        """
+        The single access point to teacher models: logits at the answer position of every row of `dataset`.
+
+        Args:
+            model (*optional*): a teacher model; `None` means the original model (the student disabled).
+            dataset (`Dataset`): rows with a `prompt` column, scored in order.
+            scope (`str`, *optional*): `"yes_no"` for `(rows, 2)` logits ordered `[No, Yes]`, `"full"` for
+                `(rows, vocab)`; defaults to `args.kl_scope`.
+
+        Returns:
+            `torch.Tensor` on the CPU, float32.
+        """
+        scope = scope or self.args.kl_scope
+        context = self.original_model() if model is None else contextlib.nullcontext(model)
+        with context as teacher:
+            was_training = teacher.training
+            teacher.eval()
+            out = []
+            try:
+                size = self.args.teacher_batch_size
+                for start in range(0, len(dataset), size):
+                    chunk = dataset[start : start + size]
+                    rows = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
+                    logits = answer_logits(teacher, self.scoring_collator(rows))
+                    out.append(self._in_scope(logits, scope).float().cpu())
+            finally:
+                teacher.train(was_training)
+        return torch.cat(out)
+
+    def _in_scope(self, logits: torch.Tensor, scope: str | None = None) -> torch.Tensor:
+        scope = scope or self.args.kl_scope
+        return yes_no_logits(logits, self.answer_tokens) if scope == "yes_no" else logits
+
+    def compute_teacher_outputs(self) -> dict[str, torch.Tensor]:
+        """
+        Compute the fixed teacher outputs the method's loss needs, once, before training. Rows follow
+        `self.forget_dataset` (key `"forget"`) and `self.paired_retain_dataset` (key `"retain"`). Default: none.
+        """
+        return {}
+
+    def _teacher_rows(self, key: str, outputs: StudentOutputs, mask: torch.Tensor) -> torch.Tensor:
+        index = outputs.row_index[mask].cpu()
+        return self.teacher_outputs[key][index].to(outputs.answer_logits.device)
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, *args, **kwargs):
+        start = time.perf_counter()
+        if self.teacher_outputs is None:
+            self.teacher_outputs = self.compute_teacher_outputs()
+            self.teacher_runtime = time.perf_counter() - start
+        output = super().train(*args, **kwargs)
+        self.unlearning_runtime = time.perf_counter() - start
+        output.metrics["teacher_runtime"] = self.teacher_runtime
+        output.metrics["unlearning_runtime"] = self.unlearning_runtime
+        return output
+
+    def student_forward(self, model, inputs: dict[str, torch.Tensor]) -> StudentOutputs:
+        """One forward pass of the student over a paired batch (forgotten and retained rows together)."""
+        labels = inputs["labels"]
+        rows = torch.arange(labels.shape[0], device=labels.device)
+        if self._seq2seq:
+            logits = model(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels
+            ).logits
+            token_logits, token_labels, answer = logits, labels, logits[rows, inputs["answer_index"]]
+        else:
+            width = labels.shape[1]
+            has_label = labels != -100
+            first = torch.where(has_label.any(-1), has_label.int().argmax(-1), width - 1)
+            # Only the positions that predict completion tokens (and the answer) need vocabulary logits.
+            keep = int(width - first.min().item() + 1) if self._logits_to_keep else width
+            keep = min(max(keep, 1), width)
+            extra = {"logits_to_keep": keep} if self._logits_to_keep else {}
+            logits = model(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                position_ids=inputs.get("position_ids"),
+                **extra,
+            ).logits
+            offset = width - logits.shape[1]
+            token_logits, token_labels = logits[:, :-1], labels[:, offset + 1 :]
+            answer = logits[rows, inputs["answer_index"] - offset]
+        return StudentOutputs(
+            answer_logits=answer,
+            token_logits=token_logits,
+            labels=token_labels,
+            is_forget=inputs["is_forget"].to(torch.bool),
+            row_index=inputs["row_index"],
+        )
+
+    def unlearning_loss(self, outputs: StudentOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The method's objective on one paired batch: `(loss, {"loss/...": component})`. Subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `unlearning_loss`.")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "is_forget" not in inputs:
+            raise ValueError(
+                "The training batch has no `is_forget` entry: unlearning trainers build their own paired batches. "
+                "Pass a collator for plain rows as `data_collator`; do not replace the training dataloader."
+            )
+        if self.teacher_outputs is None:
+            self.teacher_outputs = self.compute_teacher_outputs()
+        outputs = self.student_forward(model, inputs)
+        loss, components = self.unlearning_loss(outputs)
+        for key, value in components.items():
+            self._metrics[key].append(float(value.detach().float().item()))
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._metrics:
+            for key, values in self._metrics.items():
+                logs[key] = sum(values) / len(values)
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def prediction_step(self, model, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys=None):
+        return RecTrainer.prediction_step(self, model, inputs, prediction_loss_only, ignore_keys)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """
+        Utility on `eval_dataset` (`{prefix}_auc`, `{prefix}_acc`, `{prefix}_logloss`, `{prefix}_confidence`) and,
+        with `args.eval_on_forget`, the same on the forget set under `{prefix}_forget_...`: a model that has
+        forgotten D_f is less accurate and less confident there than the original.
+        """
+        metrics: dict[str, float] = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics.update(super().evaluate(eval_dataset, ignore_keys, metric_key_prefix))
+        if self.args.eval_on_forget:
+            loop = self.evaluation_loop(
+                self.get_eval_dataloader(self.forget_dataset),
+                description="Forget-set evaluation",
+                prediction_loss_only=False,
+                ignore_keys=ignore_keys,
+                metric_key_prefix=f"{metric_key_prefix}_forget",
+            )
+            self.log(loop.metrics)
+            metrics.update(loop.metrics)
+        elif not metrics:
+            raise ValueError("Nothing to evaluate: pass `eval_dataset`, or keep `args.eval_on_forget=True`.")
+        return metrics
+
+    # ------------------------------------------------------------------ model card
+
+    def forget_request_summary(self) -> dict[str, Any]:
+        """What was forgotten, by counts and a SHA-256 over the sorted sample ids, never by user ids."""
+        summary: dict[str, Any] = {
+            "num_forgotten_samples": len(self.forget_dataset),
+            "num_retained_samples": len(self.retain_dataset),
+        }
+        if "user_id" in self.forget_dataset.column_names:
+            summary["num_forgotten_users"] = len(set(self.forget_dataset["user_id"]))
+        if "sample_id" in self.forget_dataset.column_names:
+            ids = "\n".join(sorted(str(s) for s in self.forget_dataset["sample_id"]))
+            summary["forgotten_sample_ids_sha256"] = hashlib.sha256(ids.encode()).hexdigest()
+        return summary
+
+    def method_hyperparameters(self) -> dict[str, Any]:
+        """The configuration fields specific to the method (those not in [`UnlearningConfig`]'s parents)."""
+        from dataclasses import fields
+
+        from .rec_config import RecConfig
+
+        base = {f.name for f in fields(RecConfig)}
+        return {f.name: getattr(self.args, f.name) for f in fields(self.args) if f.name not in base}
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        **kwargs,
+    ) -> None:
+        """
+        Write `README.md` in `args.output_dir`: the method, its paper and citation, the base model, the forget request
+        (counts and hash only) and the method's hyperparameters. `Trainer.push_to_hub` calls it.
+        """
+        if not self.is_world_process_zero():
+            return
+        from huggingface_hub import ModelCard, ModelCardData
+
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        tags += [t for t in self._tag_names if t not in tags]
+        model = self._unwrapped
+        base_model = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+        if base_model and os.path.isdir(base_model):
+            base_model = None
+        card_data = ModelCardData(
+            library_name="peft" if isinstance(model, PeftModel) else "transformers",
+            base_model=base_model,
+            tags=tags,
+            datasets=[dataset_name] if dataset_name else None,
+        )
+        summary = self.forget_request_summary()
+        lines = [
+            "---",
+            card_data.to_yaml(),
+            "---",
+            "",
+            f"# {model_name or os.path.basename(os.path.abspath(self.args.output_dir))}",
+            "",
+            f"This model was made to forget part of its training data with **{self._name}**"
+            + (f", from [{self._paper['title']}]({self._paper['url']})." if self._paper else "."),
+            f"It is an LLM-based recommender answering Yes/No to \"will this user like item X?\", unlearned with "
+            f"hf_recunlearn (`{type(self).__name__}`)" + (f" from `{base_model}`." if base_model else "."),
+            "",
+            "## Forget request",
+            "",
+            *[f"- {key.replace('_', ' ')}: `{value}`" for key, value in summary.items()],
+            "",
+            "User ids are never written here; the hash lets the data owner check which samples were covered.",
+            "",
+            "## Method hyperparameters",
+            "",
+            *[f"- `{key}`: `{value}`" for key, value in self.method_hyperparameters().items()],
+            f"- trainable parameters: `{self.num_trainable_parameters}`",
+        ]
+        if self._paper.get("citation"):
+            lines += ["", "## Citation", "", "```bibtex", self._paper["citation"].strip(), "```"]
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        ModelCard("\n".join(lines) + "\n").save(os.path.join(self.args.output_dir, "README.md"))
+
+
+def _with_column(ds: Dataset, name: str, values) -> Dataset:
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_enabled = not are_progress_bars_disabled()
+    disable_progress_bars()  # bookkeeping columns on small sets; a progress bar here is noise
+    try:
+        if name in ds.column_names:
+            ds = ds.remove_columns(name)
+        return ds.add_column(name, values)
+    finally:
+        if was_enabled:
+            enable_progress_bars()
+
+
+def _reference_rows(forget: Dataset, retain: Dataset) -> Dataset:
+    """Rows to read the Yes/No completions from: the forget set, unless it holds a single label."""
+    labels = set(forget["label"])
+    return forget if len(labels) == 2 else retain

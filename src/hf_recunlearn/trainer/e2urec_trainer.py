@@ -1,0 +1,216 @@
+"""E2URec (Wang et al., 2024): efficient and effective unlearning of LLM recommenders with two teachers."""
+
+from __future__ import annotations
+
+import copy
+import os
+import textwrap
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftModel
+from transformers import PreTrainedModel
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from ..losses import e2urec_loss, forgetting_teacher_logits, kl_divergence
+from ..models import load_model
+from .base_trainer import StudentOutputs, UnlearningTrainer
+from .e2urec_config import E2URecConfig
+from .rec_config import RecConfig
+from .rec_trainer import RecTrainer, make_lora_config
+
+
+AUGMENT_ADAPTER = "e2urec_augment"
+
+
+class E2URecTrainer(UnlearningTrainer):
+    r"""
+    E2URec: a new LoRA student on the frozen original recommender, distilled towards a *forgetting teacher* on the
+    forgotten data and towards the original (the *remembering teacher*) on the retained data (paper §4, eqs. 3–7):
+
+    `L = w_f · KL(M_f ‖ M_u)[D_f] + w_r · (L_pred[D_r] + KL(M_r ‖ M_u)[D_r])`
+
+    - Remembering teacher `M_r`: the original model, i.e. the student's own network with the student disabled.
+    - Forgetting teacher `M_f`: `softmax(v − α·ReLU(v_aug − v))` (see [`E2URecConfig`] for the two forms), with
+      `v_aug` from an augmented model, the original fine-tuned further on D_f. Pass one as `augmented_model`, or
+      let the trainer train it first (`augment_method`, `augment_epochs`, `augment_learning_rate`).
+
+    All teacher outputs are computed once at the start of `train()`, at the answer position only, for the forget set
+    and the retained samples paired with it; the augmented model is released after that. The KL compares the Yes/No
+    distribution (`kl_scope="yes_no"`) or the full vocabulary (`"full"`, as in the authors' code).
+
+    Logged loss components: `loss/forget` (L_FGT), `loss/retain_kl`, `loss/retain_ce` (L_pred) and `loss/remember`
+    (their sum, L_REM).
+
+    Args:
+        model: the original recommender (see [`UnlearningTrainer`]).
+        augmented_model (`str` or `PreTrainedModel`, *optional*): the original fine-tuned further on D_f (or its id or
+            path). Trained by the trainer when not given.
+        args ([`E2URecConfig`], *optional*): configuration.
+        The other arguments are those of [`UnlearningTrainer`].
+    """
+
+    _tag_names = ["hf_recunlearn", "unlearning", "recommendation", "e2urec"]
+    _name = "E2URec"
+    _paper = {
+        "title": "Towards Efficient and Effective Unlearning of Large Language Models for Recommendation",
+        "url": "https://doi.org/10.1007/s11704-024-40044-2",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @article{wang2025e2urec,
+                title   = {Towards Efficient and Effective Unlearning of Large Language Models for Recommendation},
+                author  = {Hangyu Wang and Jianghao Lin and Bo Chen and Yang Yang and Ruiming Tang and Weinan Zhang
+                           and Yong Yu},
+                journal = {Frontiers of Computer Science},
+                year    = {2025},
+                doi     = {10.1007/s11704-024-40044-2},
+            }"""),
+    }
+    config_class = E2URecConfig
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel | PeftModel,
+        augmented_model: str | PreTrainedModel | None = None,
+        args: E2URecConfig | None = None,
+        data_collator=None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | None = None,
+        processing_class=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        forget_dataset: Dataset | None = None,
+        retain_dataset: Dataset | None = None,
+        peft_config: LoraConfig | None = None,
+    ):
+        args = args or E2URecConfig(output_dir="e2urec-unlearned")
+        if not isinstance(args, E2URecConfig):
+            raise TypeError(f"`args` must be an `E2URecConfig`, got {type(args).__name__}.")
+        if isinstance(augmented_model, str):
+            augmented_model = load_model(augmented_model)[0]
+        if isinstance(augmented_model, PeftModel):
+            augmented_model = augmented_model.merge_and_unload()
+        self.augmented_model = augmented_model
+        self._augment_source: PreTrainedModel | None = None
+        super().__init__(
+            model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            forget_dataset=forget_dataset,
+            retain_dataset=retain_dataset,
+            peft_config=peft_config,
+        )
+
+    def _on_original_model(self, model: PreTrainedModel, args: E2URecConfig) -> None:
+        if self.augmented_model is None and args.augment_method == "full":
+            # The augmented model is a separately trained network; it starts as a copy of the original and is freed
+            # as soon as its logits on D_f are computed.
+            self._augment_source = copy.deepcopy(model)
+
+    # ------------------------------------------------------------------ teachers
+
+    def compute_teacher_outputs(self) -> dict[str, torch.Tensor]:
+        """
+        `{"forget": v_f on D_f, "retain": original logits on the paired retained samples}`, each `(rows, classes)`
+        at the answer position, in `args.kl_scope`.
+        """
+        original_forget = self.teacher_logits(None, self.forget_dataset)
+        augmented_forget = self._augmented_logits()
+        forget = forgetting_teacher_logits(
+            original_forget, augmented_forget, self.args.alpha, form=self.args.teacher_form
+        )
+        retain = self.teacher_logits(None, self.paired_retain_dataset)
+        return {"forget": forget, "retain": retain}
+
+    def _augmented_logits(self) -> torch.Tensor:
+        if self.augmented_model is not None:
+            model = self.augmented_model.to(self.args.device)
+            logits = self.teacher_logits(model, self.forget_dataset)
+        elif self.args.augment_method == "full":
+            model = self._train_augmented(self._augment_source)
+            logits = self.teacher_logits(model, self.forget_dataset)
+            self._augment_source = None
+        else:
+            logits = self._lora_augmented_logits()
+        self.augmented_model = None  # only its logits are needed; let the memory go
+        return logits
+
+    def _augment_args(self, use_lora: bool) -> RecConfig:
+        a = self.args
+        return RecConfig(
+            output_dir=os.path.join(a.output_dir, "augmented"),
+            use_lora=use_lora,
+            lora_r=a.lora_r,
+            lora_alpha=a.lora_alpha,
+            lora_dropout=a.lora_dropout,
+            lora_target_modules=a.lora_target_modules,
+            learning_rate=a.augment_learning_rate,
+            num_train_epochs=a.augment_epochs,
+            per_device_train_batch_size=a.augment_batch_size,
+            max_prompt_length=a.max_prompt_length,
+            seed=a.seed,
+            bf16=a.bf16,
+            fp16=a.fp16,
+            use_cpu=a.use_cpu,
+            disable_tqdm=True,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to="none",
+        )
+
+    def _augment_trainer(self, model, use_lora: bool) -> RecTrainer:
+        trainer = RecTrainer(
+            model,
+            self._augment_args(use_lora),
+            train_dataset=self.forget_dataset,
+            processing_class=self.processing_class,
+        )
+        for callback in (PrinterCallback, ProgressCallback):  # a step inside this trainer's run, not a run to report
+            trainer.remove_callback(callback)
+        return trainer
+
+    def _train_augmented(self, model: PreTrainedModel) -> PreTrainedModel:
+        model.requires_grad_(True)  # a merged PEFT original arrives frozen
+        trainer = self._augment_trainer(model, use_lora=False)
+        trainer.train()
+        return trainer.model
+
+    def _lora_augmented_logits(self) -> torch.Tensor:
+        """Train a temporary adapter on the original (student inactive), read its logits on D_f, delete it."""
+        model = self._unwrapped
+        student = model.active_adapter
+        model.add_adapter(AUGMENT_ADAPTER, make_lora_config(model.get_base_model(), self.args))
+        model.set_adapter(AUGMENT_ADAPTER)
+        try:
+            self._augment_trainer(model, use_lora=True).train()
+            return self.teacher_logits(model, self.forget_dataset)
+        finally:
+            model.set_adapter(student)
+            model.delete_adapter(AUGMENT_ADAPTER)
+
+    # ------------------------------------------------------------------ loss
+
+    def unlearning_loss(self, outputs: StudentOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        student = self._in_scope(outputs.answer_logits)
+        forget, retain = outputs.is_forget, outputs.is_retain
+        forget_kl = kl_divergence(self._teacher_rows("forget", outputs, forget), student[forget])
+        w_f, w_r = self.args.loss_weights
+        epoch = self.state.epoch or 0.0
+        if epoch < self.args.forget_only_epochs:
+            return w_f * forget_kl, {"loss/forget": forget_kl}
+        retain_kl = kl_divergence(self._teacher_rows("retain", outputs, retain), student[retain])
+        retain_ce = outputs.cross_entropy(retain)
+        loss = e2urec_loss(forget_kl, retain_kl, retain_ce, w_f, w_r)
+        return loss, {
+            "loss/forget": forget_kl,
+            "loss/retain_kl": retain_kl,
+            "loss/retain_ce": retain_ce,
+            "loss/remember": retain_ce + retain_kl,
+        }

@@ -1,0 +1,269 @@
+"""E2URecTrainer and the UnlearningTrainer base on tiny offline models."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+import hf_recunlearn
+from hf_recunlearn import E2URecConfig, E2URecTrainer
+from hf_recunlearn.losses import kl_divergence
+from hf_recunlearn.models import build_tiny_model
+from hf_recunlearn.scoring import score
+
+
+def make_args(tmp_path, **overrides):
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=2,
+        per_device_train_batch_size=2,
+        logging_steps=1,
+        augment_epochs=1,
+        augment_batch_size=4,
+        disable_tqdm=True,
+        use_cpu=True,
+        report_to="none",
+    )
+    settings.update(overrides)
+    return E2URecConfig(**settings)
+
+
+def make_trainer(tiny_data, tmp_path, arch="causal", model=None, **overrides):
+    split = tiny_data["split"]
+    return E2URecTrainer(
+        model if model is not None else build_tiny_model(tiny_data["tokenizer"], arch, "tiny"),
+        args=make_args(tmp_path, **overrides),
+        train_dataset=tiny_data["train"],
+        eval_dataset=tiny_data["test"],
+        forget_dataset=split.forget,
+        processing_class=tiny_data["tokenizer"],
+    )
+
+
+def yes_no_on(trainer, dataset):
+    """Student (Yes/No) logits on `dataset`, through the same path as the teachers."""
+    return trainer.teacher_logits(trainer.model, dataset, scope="yes_no")
+
+
+def test_retain_is_train_minus_forget_and_pairs_are_fixed(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path)
+    split = tiny_data["split"]
+    assert sorted(trainer.retain_dataset["sample_id"]) == sorted(split.retain["sample_id"])
+    assert len(trainer.train_dataset) == len(split.forget)
+    paired = trainer.paired_retain_dataset
+    assert len(paired) == len(split.forget)  # one retained sample per forgotten one, drawn once
+    assert not set(paired["sample_id"]) & set(split.forget["sample_id"])
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["is_forget"].tolist() == [True, True, False, False]
+    assert batch["input_ids"].shape[0] == 4
+
+
+@pytest.mark.parametrize("arch", ["causal", "seq2seq"])
+def test_student_moves_towards_the_forgetting_teacher_and_keeps_the_rest(tiny_data, tmp_path, arch):
+    model = build_tiny_model(tiny_data["tokenizer"], arch, "tiny")
+    for module in model.modules():  # T5's dropout makes a one-layer model's few steps a coin toss
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    # A strong augmented model (high learning rate) so the forgetting teacher differs from the original.
+    trainer = make_trainer(
+        tiny_data, tmp_path, arch, model=model, augment_learning_rate=5e-2, augment_epochs=3, num_train_epochs=6,
+        learning_rate=5e-2, alpha=4.0, lora_dropout=0.0,
+    )  # fmt: skip
+    forget = tiny_data["split"].forget
+    before = yes_no_on(trainer, forget)
+    trainer.train()
+    teacher = trainer.teacher_outputs["forget"]
+    after = yes_no_on(trainer, forget)
+    assert kl_divergence(teacher, before).item() > 1e-3, "the forgetting teacher equals the original"
+    # A one-layer student with LoRA on q/v cannot match every per-sample target; it must close a good part of the gap.
+    assert kl_divergence(teacher, after).item() < 0.7 * kl_divergence(teacher, before).item()
+    remembered = yes_no_on(trainer, trainer.paired_retain_dataset)
+    with trainer.original_model():
+        original = yes_no_on(trainer, trainer.paired_retain_dataset)
+    assert kl_divergence(original, remembered).item() < kl_divergence(teacher, before).item()
+    logged = {k for entry in trainer.state.log_history for k in entry}
+    assert {"loss/forget", "loss/retain_kl", "loss/retain_ce", "loss/remember"} <= logged
+
+
+def test_only_the_student_lora_weights_change(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path, learning_rate=1e-2)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    lora = [n for n in before if "lora_" in n]
+    assert lora, "no LoRA student was added"
+    for name, value in before.items():
+        if name in lora:
+            assert not torch.equal(value, after[name]), f"student weight {name} did not change"
+        else:
+            assert torch.equal(value, after[name]), f"original weight {name} changed"
+
+
+def test_teacher_forward_passes_happen_once_per_sample(tiny_data, tmp_path):
+    tokenizer = tiny_data["tokenizer"]
+    augmented = build_tiny_model(tokenizer, "causal", "tiny", seed=1)
+    trainer = E2URecTrainer(
+        build_tiny_model(tokenizer, "causal", "tiny"),
+        augmented,
+        args=make_args(tmp_path, num_train_epochs=3),
+        train_dataset=tiny_data["train"],
+        forget_dataset=tiny_data["split"].forget,
+        processing_class=tokenizer,
+    )
+    lora_layer = next(m for m in trainer.model.modules() if hasattr(m, "disable_adapters") and hasattr(m, "lora_A"))
+    rows = {"teacher": 0, "student": 0, "augmented": 0}
+
+    def count(key_fn):
+        def hook(module, args, kwargs):
+            rows[key_fn()] += kwargs["input_ids"].shape[0]
+
+        return hook
+
+    trainer.model.get_base_model().register_forward_pre_hook(
+        count(lambda: "teacher" if lora_layer.disable_adapters else "student"), with_kwargs=True
+    )
+    augmented.register_forward_pre_hook(count(lambda: "augmented"), with_kwargs=True)
+    trainer.train()
+    n_forget, n_paired = len(tiny_data["split"].forget), len(trainer.paired_retain_dataset)
+    assert rows["augmented"] == n_forget
+    assert rows["teacher"] == n_forget + n_paired  # original on D_f (for v) and on the paired retained samples
+    assert rows["student"] == 3 * (n_forget + n_paired)  # three epochs of paired batches
+    assert trainer.augmented_model is None  # released once its logits were taken
+
+
+def test_beta_one_and_zero_reduce_to_forgetting_and_remembering(tiny_data, tmp_path):
+    forget_only = lambda c: c["loss/forget"]  # noqa: E731
+    remember_only = lambda c: c["loss/retain_ce"] + c["loss/retain_kl"]  # noqa: E731
+    for beta, expected in ((1.0, forget_only), (0.0, remember_only)):
+        trainer = make_trainer(tiny_data, tmp_path, beta=beta, augment_learning_rate=5e-2)
+        trainer.teacher_outputs = trainer.compute_teacher_outputs()
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        loss = trainer.compute_loss(trainer.model, batch)
+        components = {k: v[-1] for k, v in trainer._metrics.items()}
+        assert loss.item() == pytest.approx(expected(components), rel=1e-5, abs=1e-7)
+    with pytest.raises(ValueError, match="`beta`"):
+        make_args(tmp_path, beta=1.5)
+
+
+def test_reference_code_weights_are_expressible(tmp_path):
+    paper = make_args(tmp_path)
+    code = make_args(tmp_path, forget_weight=0.4, remember_weight=0.6)
+    assert paper.loss_weights == pytest.approx((0.6, 0.4))
+    assert code.loss_weights == pytest.approx((0.4, 0.6))
+
+
+def test_full_vocab_scope_and_paper_form_train(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path, kl_scope="full", teacher_form="paper", num_train_epochs=1)
+    trainer.train()
+    vocab = len(tiny_data["tokenizer"])
+    assert trainer.teacher_outputs["forget"].shape == (len(tiny_data["split"].forget), vocab)
+    assert trainer.teacher_outputs["retain"].shape == (len(trainer.paired_retain_dataset), vocab)
+
+
+def test_lora_augmented_model_is_temporary(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path, augment_method="lora", augment_learning_rate=5e-2, num_train_epochs=1)
+    trainer.train()
+    assert list(trainer.model.peft_config) == ["default"]
+    assert trainer.model.active_adapter == "default"
+    assert not any("e2urec_augment" in n for n, _ in trainer.model.named_parameters())
+
+
+def test_a_peft_original_is_merged_and_stays_the_original(tiny_data, tmp_path):
+    tokenizer = tiny_data["tokenizer"]
+    base = build_tiny_model(tokenizer, "causal", "tiny")
+    torch.manual_seed(0)
+    original = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    forget = tiny_data["split"].forget
+    expected = score(original, tokenizer, forget)
+    trainer = make_trainer(tiny_data, tmp_path, model=original, learning_rate=5e-2)
+    assert isinstance(trainer.model, PeftModel) and list(trainer.model.peft_config) == ["default"]
+    with trainer.original_model() as model:
+        np.testing.assert_allclose(score(model, tokenizer, forget), expected, atol=1e-5)
+    trainer.train()
+    with trainer.original_model() as model:
+        np.testing.assert_allclose(score(model, tokenizer, forget), expected, atol=1e-5)
+
+
+def test_evaluate_reports_utility_and_forgetting(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path, num_train_epochs=1)
+    metrics = trainer.evaluate()
+    for key in ("eval_auc", "eval_acc", "eval_logloss", "eval_confidence", "eval_forget_auc", "eval_forget_acc",
+                "eval_forget_logloss", "eval_forget_confidence"):  # fmt: skip
+        assert key in metrics, key
+    assert 0.0 <= metrics["eval_forget_confidence"] <= 1.0
+
+
+def test_model_card_names_the_method_and_hides_user_ids(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path)
+    trainer.create_model_card()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "E2URec" in card and "@article" in card and "10.1007/s11704-024-40044-2" in card
+    assert "e2urec" in card.split("---")[1]  # a tag in the metadata
+    forget = tiny_data["split"].forget
+    digest = hashlib.sha256("\n".join(sorted(forget["sample_id"])).encode()).hexdigest()
+    assert digest in card
+    for user in set(forget["user_id"]):
+        assert f"`{user}`" not in card and f" {user}\n" not in card
+
+
+@pytest.mark.parametrize(
+    "forget, match",
+    [
+        ("empty", r"`forget_dataset` is empty"),
+        ("foreign", r"`forget_dataset` has 2 of 2 sample\(s\) whose `sample_id` is not in `train_dataset`"),
+        ("missing", r"`forget_dataset` is required"),
+    ],
+)
+def test_bad_forget_sets_are_refused(tiny_data, tmp_path, forget, match):
+    split = tiny_data["split"]
+    forget_ds = {
+        "empty": split.forget.select([]),
+        "foreign": tiny_data["test"].select([0, 1]),
+        "missing": None,
+    }[forget]
+    with pytest.raises(ValueError, match=match):
+        E2URecTrainer(
+            build_tiny_model(tiny_data["tokenizer"], "causal", "tiny"),
+            args=make_args(tmp_path),
+            train_dataset=tiny_data["train"],
+            forget_dataset=forget_ds,
+            processing_class=tiny_data["tokenizer"],
+        )
+
+
+def test_a_retain_set_holding_forgotten_samples_is_refused(tiny_data, tmp_path):
+    split = tiny_data["split"]
+    with pytest.raises(ValueError, match="`retain_dataset` contains"):
+        E2URecTrainer(
+            build_tiny_model(tiny_data["tokenizer"], "causal", "tiny"),
+            args=make_args(tmp_path),
+            forget_dataset=split.forget,
+            retain_dataset=tiny_data["train"],
+            processing_class=tiny_data["tokenizer"],
+        )
+
+
+def test_config_validation_names_the_argument(tmp_path):
+    with pytest.raises(ValueError, match="`teacher_form`"):
+        make_args(tmp_path, teacher_form="relu")
+    with pytest.raises(ValueError, match="`kl_scope`"):
+        make_args(tmp_path, kl_scope="vocab")
+    with pytest.raises(ValueError, match="`augment_method='lora'`"):
+        make_args(tmp_path, augment_method="lora", use_lora=False)
+    with pytest.raises(ValueError, match="`remove_unused_columns=True`"):
+        make_args(tmp_path, remove_unused_columns=True)
+
+
+def test_public_api_is_in_sync():
+    for name in hf_recunlearn.__all__:
+        assert hasattr(hf_recunlearn, name), name
+    assert sorted(hf_recunlearn.__all__) == hf_recunlearn.__all__
+    from hf_recunlearn import trainer
+
+    for name in trainer.__all__:
+        assert hasattr(trainer, name), name
+    for name in ("E2URecTrainer", "E2URecConfig", "UnlearningTrainer", "UnlearningConfig", "NegGradTrainer",
+                 "NegKLTrainer", "BadTeacherTrainer", "retrain_reference", "evaluate_unlearning"):  # fmt: skip
+        assert name in hf_recunlearn.__all__, name
