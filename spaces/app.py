@@ -47,7 +47,7 @@ def _summary_markdown(result) -> str:
         f"### Forgot {result.user_id} with {result.method}",
         f"- Time: **{result.seconds:.1f} s**",
         f"- Shards retrained: **{len(result.affected_shards)} of {result.num_shards}** ({shards})",
-        f"- Training samples removed: **{result.samples_removed}**",
+        f"- Training samples {'removed' if result.method.startswith('APA') else 'unlearned'}: **{result.samples_removed}**",
         f"- Model version: {result.version_before} → {result.version_after}",
         f"- User in the shard ledger now: {absent}",
     ]

@@ -82,16 +82,24 @@ def test_recommend_forget_and_after(client):
     assert "already forgotten" in status
 
 
-def test_e2urec_option_says_if_unavailable(client):
+def test_e2urec_option(client):
+    """E2URec distils an unlearned copy; the APA shards, ledger and version stay as they were."""
+    user = client.predict(api_name="/users")[-1]
+    version = client.predict(user, api_name="/ledger")["version"]
     try:
         from hf_recunlearn.trainer import E2URecTrainer  # noqa: F401
     except ImportError:
-        user = client.predict(api_name="/users")[-1]
         status, *_ = client.predict(user, "E2URec (approximate)", api_name="/forget")
         assert "E2URec is not available" in status
-        assert client.predict(user, api_name="/ledger")["user_in_ledger"] is True
     else:
-        pytest.skip("E2URec is installed; its path is covered by the E2URec Space test.")
+        status, summary, recs_before, recs_after, _, own_compare, _ = client.predict(
+            user, "E2URec (approximate)", api_name="/forget"
+        )
+        assert "with E2URec (approximate)" in summary and "still present" in summary
+        assert "Shards retrained: **0 of 2**" in summary and "samples unlearned" in summary
+        assert len(_rows(recs_after)) == 10 and len(_rows(own_compare)) > 0
+    state = client.predict(user, api_name="/ledger")
+    assert state["user_in_ledger"] is True and state["version"] == version and state["finite"]
 
 
 def test_concurrent_forgets_are_serialised(client):

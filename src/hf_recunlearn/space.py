@@ -559,20 +559,19 @@ class DemoRecommender:
             user_id = self._check_user(user_id)
             if method == METHODS[1]:
                 _require_e2urec()
-            _stage(progress, 0.02, "Scoring before forgetting")
-            cand_before = self._score_candidates(user_id)
-            own_before = self._score_own(user_id)
             version_before = self.recommender.version
             if method == METHODS[0]:
-                result = self._forget_apa(user_id, progress)
+                _stage(progress, 0.02, "Scoring before forgetting")
+                cand_before, own_before = self._score_candidates(user_id), self._score_own(user_id)
+                seconds, affected, removed, scorer = self._forget_apa(user_id, progress)
                 note = ""
             else:
-                result = self._forget_e2urec(user_id, progress)
+                cand_before, own_before, seconds, affected, removed, scorer = self._forget_e2urec(user_id, progress)
                 note = (
-                    "E2URec is approximate: it distils a single merged copy of the model; the shard ledger still "
-                    "holds the user's samples and the served APA model is unchanged."
+                    "E2URec is approximate: it distils an unlearned copy of the model (the shards merged with uniform "
+                    "weights; “before” is that merged copy). The APA shards and their ledger are unchanged, so the "
+                    "user is still listed and still served by the APA model."
                 )
-            seconds, affected, removed, scorer = result
             _stage(progress, 0.95, "Scoring after forgetting")
             with _swap_predictor(self, scorer):
                 cand_after = self._score_candidates(user_id)
@@ -635,21 +634,34 @@ class DemoRecommender:
         train = self._pristine_data.train
         forget_rows = [i for i, u in enumerate(train["user_id"]) if u == user_id]
         retain_rows = [i for i, u in enumerate(train["user_id"]) if u != user_id]
-        _stage(progress, 0.1, "Distilling an unlearned copy of the model (E2URec)")
-        model = e2urec_forget(
-            self.recommender,
-            base_model=self._base_model_name,
+        # A demo-sized retain set: E2URec only needs retained samples to keep the rest of the model's behaviour.
+        rng = np.random.default_rng(0)
+        if len(retain_rows) > E2UREC_RETAIN_ROWS:
+            retain_rows = sorted(rng.choice(retain_rows, size=E2UREC_RETAIN_ROWS, replace=False).tolist())
+        _stage(progress, 0.05, "Merging the shard adapters into the model E2URec starts from")
+        original = e2urec_original(self.recommender, self._base_model_name, self.workdir / "e2urec")
+        with _swap_predictor(self, self._model_scorer(original)):
+            cand_before, own_before = self._score_candidates(user_id), self._score_own(user_id)
+        _stage(progress, 0.15, "Distilling an unlearned copy of the model (E2URec)")
+        model = e2urec_unlearn(
+            original,
+            self._tokenizer,
             forget_dataset=train.select(forget_rows),
             retain_dataset=train.select(retain_rows),
-            eval_dataset=self.data.test,
+            eval_dataset=None,
             output_dir=self.workdir / "e2urec",
+            callbacks=[_ShardProgress(progress, 0.15, 0.9, 1, "Distilling an unlearned copy of the model (E2URec)")],
         )
+        seconds = time.perf_counter() - start
+        return cand_before, own_before, seconds, [], len(forget_rows), self._model_scorer(model)
+
+    def _model_scorer(self, model):
         from .scoring import score
 
         def scorer(data):
             return score(model, self._tokenizer, data, self.recommender.answer_tokens, batch_size=64)
 
-        return time.perf_counter() - start, [], len(forget_rows), scorer
+        return scorer
 
     def _drop_user(self, user_id: str) -> None:
         """Remove the forgotten user from the in-memory views (the live model no longer holds them)."""
@@ -684,35 +696,46 @@ def _require_e2urec():
         ) from err
 
 
-def e2urec_forget(recommender, base_model, forget_dataset, retain_dataset, eval_dataset, output_dir):
-    """
-    Adapter to `E2URecTrainer`: unlearn `forget_dataset` from a single-adapter copy of the APA model.
+E2UREC_RETAIN_ROWS = 256
 
-    E2URec works on one trained model, so the "original" is the APA shards merged with uniform weights (ND level,
-    an exact weighted sum of the shard updates) on a freshly loaded base; the shards themselves are not touched.
-    Returns the unlearned model.
+
+def e2urec_original(recommender, base_model, output_dir):
     """
-    _require_e2urec()
+    The single model E2URec unlearns from: the APA shards merged with uniform weights (ND level, an exact weighted
+    sum of the shard updates) on a freshly loaded base, so the served APA model is never touched.
+    """
     from peft import PeftModel
 
     from .models import load_model
-    from .trainer import E2URecConfig, E2URecTrainer
 
-    output_dir = Path(output_dir)
-    merged = output_dir / "original-merged"
+    merged = Path(output_dir) / "original-merged"
     k = recommender.num_shards
     recommender.export_adapter(merged, [1.0 / k] * k, level="ND")
-    base, tokenizer = load_model(base_model or recommender.state.base_model)
-    original = PeftModel.from_pretrained(base, merged)
+    base, _ = load_model(base_model or recommender.state.base_model)
+    model = PeftModel.from_pretrained(base, merged)
+    model.eval()
+    return model
+
+
+def e2urec_unlearn(original, tokenizer, forget_dataset, retain_dataset, eval_dataset, output_dir, callbacks=None):
+    """Adapter to `E2URecTrainer`: unlearn `forget_dataset` from `original` (a PEFT model) and return the result."""
+    _require_e2urec()
+    from .trainer import E2URecConfig, E2URecTrainer
+
+    args = E2URecConfig(
+        output_dir=str(Path(output_dir) / "model"), num_train_epochs=1, disable_tqdm=True, logging_steps=1000
+    )
     trainer = E2URecTrainer(
         model=original,
-        args=E2URecConfig(output_dir=str(output_dir / "model"), use_cpu=True, report_to="none", disable_tqdm=True),
+        args=args,
         forget_dataset=forget_dataset,
         retain_dataset=retain_dataset,
         eval_dataset=eval_dataset,
-        processing_class=recommender.tokenizer,
+        processing_class=tokenizer,
+        callbacks=callbacks,
     )
     trainer.train()
+    trainer.model.eval()
     return trainer.model
 
 
