@@ -41,13 +41,14 @@ def _empty(columns) -> pd.DataFrame:
 
 
 def _summary_markdown(result) -> str:
+    exact = result.method.startswith("APA")
     absent = "**absent**" if not result.in_ledger_after else "**still present** (approximate method)"
     shards = ", ".join(str(k) for k in result.affected_shards) or "none"
     lines = [
         f"### Forgot {result.user_id} with {result.method}",
         f"- Time: **{result.seconds:.1f} s**",
         f"- Shards retrained: **{len(result.affected_shards)} of {result.num_shards}** ({shards})",
-        f"- Training samples {'removed' if result.method.startswith('APA') else 'unlearned'}: **{result.samples_removed}**",
+        f"- Training samples {'removed' if exact else 'unlearned'}: **{result.samples_removed}**",
         f"- Model version: {result.version_before} → {result.version_after}",
         f"- User in the shard ledger now: {absent}",
     ]
@@ -113,7 +114,8 @@ def build_app(settings: SpaceSettings | None = None) -> gr.Blocks:
         demo = get_demo(progress)
         demo.reset()
         return (
-            f"Reset: the original model (version {demo.recommender.version}) and all {len(demo.users())} users are back.",
+            f"Reset: the original model (version {demo.recommender.version}) and all {len(demo.users())} users "
+            "are back.",
             gr.update(visible=False),
             gr.update(choices=demo.user_choices(), value=demo.default_user()),
         )

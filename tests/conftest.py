@@ -96,7 +96,7 @@ def tiny_data():
 
 @pytest.fixture(scope="session")
 def space_cache(tmp_path_factory):
-    """A Space cache holding the tiny built-in demo, built once per session (each app still starts from a pristine copy)."""
+    """A Space cache with the tiny built-in demo, built once per session (each app starts from its pristine copy)."""
     from hf_recunlearn.space import DemoRecommender, SpaceSettings
 
     cache = tmp_path_factory.mktemp("space-cache")

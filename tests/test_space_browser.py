@@ -30,7 +30,7 @@ def _ensure_chromium() -> str:
         if os.path.exists(CHROMIUM):
             return CHROMIUM
         pytest.skip(f"`apt-get install -y chromium` did not provide {CHROMIUM}.")
-    pytest.skip(f"{CHROMIUM} is missing and this is not root: run `apt-get install -y chromium` to enable browser tests.")
+    pytest.skip(f"{CHROMIUM} is missing and this is not root: `apt-get install -y chromium` enables browser tests.")
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ METHODS = ("APA (exact)", "E2URec (approximate)")
 
 @dataclass(frozen=True)
 class SpaceSize:
-    """Sizes of the built-in demo. `small` learns on 2 CPU cores in under a minute; `tiny` only exercises the mechanics."""
+    """Sizes of the built-in demo: `small` learns on 2 CPU cores in under a minute; `tiny` only runs the mechanics."""
 
     num_users: int
     num_items: int
@@ -69,7 +69,7 @@ SIZES = {
         num_users=40, num_items=40, interactions_per_user=10, history_len=3, model_size="tiny", base_epochs=1,
         apa_epochs=1, num_shards=2, num_neighbors=5,
     ),
-    # Measured on 2 shared CPU cores: built in ~40 s, test AUC 0.64; forgetting one user retrains 1 of 4 shards in ~7 s.
+    # Measured on 2 shared CPU cores: built in ~40 s, test AUC 0.64; forgetting a user retrains 1 of 4 shards in ~7 s.
     "small": SpaceSize(
         num_users=300, num_items=160, interactions_per_user=40, history_len=3, model_size="small", base_epochs=3,
         apa_epochs=3, num_shards=4,
@@ -270,7 +270,8 @@ class _ShardProgress(TrainerCallback):
     """Turns shard training steps into progress between `low` and `high` (shards are trained one after another)."""
 
     def __init__(self, progress: ProgressFn | None, low: float, high: float, num_shards: int, label: str):
-        self.progress, self.low, self.high, self.num_shards, self.label = progress, low, high, max(1, num_shards), label
+        self.progress, self.low, self.high, self.label = progress, low, high, label
+        self.num_shards = max(1, num_shards)
         self.done = 0
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -492,15 +493,14 @@ class DemoRecommender:
         mine = inter[inter["user_id"] == user_id]
         titles = dict(zip(self.data.items["item_id"], self.data.items["title"]))
         threshold = self.data.meta["like_threshold"]
-        history = [
-            HistoryItem(titles[i], bool(r > threshold))
-            for i, r in zip(mine["item_id"].tail(self.data.meta["history_len"]), mine["rating"].tail(self.data.meta["history_len"]))
-        ]
+        last = mine.tail(self.data.meta["history_len"])
+        history = [HistoryItem(titles[i], bool(r > threshold)) for i, r in zip(last["item_id"], last["rating"])]
         rated = set(mine["item_id"])
         unrated = [i for i in self.data.items["item_id"] if i not in rated]
         rng = np.random.default_rng(_stable_seed(user_id))
         if len(unrated) > self.settings.candidate_pool:
-            unrated = sorted(rng.choice(unrated, size=self.settings.candidate_pool, replace=False).tolist(), key=unrated.index)
+            picked = set(rng.choice(unrated, size=self.settings.candidate_pool, replace=False).tolist())
+            unrated = [i for i in unrated if i in picked]
         tpl = get_template(self.data.meta.get("template", "e2urec"))
         prompts = [tpl.render(history, titles[i], self.data.meta.get("item_kind", "movie")) for i in unrated]
         return unrated, prompts
@@ -668,7 +668,12 @@ class DemoRecommender:
         d = self.data
         keep = [i for i, u in enumerate(d.train["user_id"]) if u != user_id]
         self.data = _Data(
-            d.train.select(keep), d.valid, d.test, d.interactions[d.interactions["user_id"] != user_id], d.items, d.meta
+            d.train.select(keep),
+            d.valid,
+            d.test,
+            d.interactions[d.interactions["user_id"] != user_id],
+            d.items,
+            d.meta,
         )
 
     def check_model(self) -> dict:
@@ -803,7 +808,9 @@ def _load_data(bundle: Path) -> _Data:
 
     meta = json.loads((bundle / "space.json").read_text())
     if meta.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{str(bundle)!r} is not a Space demo bundle (its space.json has no format {BUNDLE_FORMAT!r}).")
+        raise ValueError(
+            f"{str(bundle)!r} is not a Space demo bundle (its space.json has no format {BUNDLE_FORMAT!r})."
+        )
     splits = load_from_disk(str(bundle / "data"))
     inter = pd.read_parquet(bundle / "interactions.parquet")
     items = pd.read_parquet(bundle / "items.parquet")
@@ -831,9 +838,8 @@ def comparison_figure(result: ForgetResult):
     ax2.scatter(ra["P(like) before"], ra["P(like)"], c="tab:orange", s=20, marker="^", label="top-k after")
     ax2.set_title("Recommendations")
     # Zoom on the data (a weak model's P(like) can sit in a narrow band), keeping both axes equal around y = x.
-    values = np.concatenate(
-        [own_b["P(like)"], own_a["P(like)"], recs["P(like)"], recs["P(like) after"], ra["P(like)"], ra["P(like) before"]]
-    ).astype(float)
+    columns = [own_b["P(like)"], own_a["P(like)"], recs["P(like)"], recs["P(like) after"], ra["P(like)"]]
+    values = np.concatenate(columns + [ra["P(like) before"]]).astype(float)
     lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
     pad = max(0.02, 0.08 * (hi - lo))
     lo, hi = max(0.0, lo - pad), min(1.0, hi + pad)
