@@ -50,3 +50,45 @@ def test_train_then_evaluate_on_each_real_format(spec, tmp_path):
 def test_evaluate_needs_a_run_directory(tmp_path, capsys):
     assert main(["evaluate", "--run", str(tmp_path)]) == 2
     assert "run.json" in capsys.readouterr().err
+
+
+def _train(tmp_path, *extra):
+    run = tmp_path / "run"
+    args = ["train", "--data", f"movielens-100k:{FIXTURES / 'ml-100k'}", "--output-dir", str(run), "--history-len", "3",
+            "--epochs", "1", "--batch-size", "4", *extra]  # fmt: skip
+    assert main(args) == 0
+    return run
+
+
+def test_apa_train_then_forget_a_user(tmp_path):
+    from datasets import load_from_disk
+
+    run = _train(tmp_path, "--method", "apa", "--num-shards", "2")
+    user = load_from_disk(str(run / "data" / "train"))["user_id"][0]
+    before = {p.name: p.read_bytes() for p in (run / "apa").glob("shard_*/adapter_model.safetensors")}
+    out = tmp_path / "forget.json"
+    assert main(["forget", "--run", str(run), "--method", "apa", "--users", user, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["version"] == 2 and len(report["affected_shards"]) == 1 and report["samples_removed"] > 0
+    text = "".join(p.read_text(errors="ignore") for p in (run / "apa").glob("*.json"))
+    assert f'"{user}"' not in text  # the ledger stores salted hashes only
+
+
+def test_e2urec_forget_from_cli(tmp_path):
+    run = _train(tmp_path)
+    out = tmp_path / "forget.json"
+    code = main(["forget", "--run", str(run), "--method", "e2urec", "--forget-fraction", "0.3", "--epochs", "1",
+                 "--json", str(out)])  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["samples_forgotten"] > 0 and result["trainable_parameters"] > 0
+    assert {"test_auc", "forget_auc", "mia_auc", "original_mia_auc", "unlearning_time_s"} <= set(result)
+    assert (run / "e2urec" / "adapter_config.json").is_file()
+
+
+def test_forget_rejects_unknown_users_and_mismatched_methods(tmp_path, capsys):
+    run = _train(tmp_path)
+    assert main(["forget", "--run", str(run), "--method", "e2urec", "--users", "no-such-user"]) == 2
+    assert "user_ids" in capsys.readouterr().err
+    assert main(["forget", "--run", str(run), "--method", "apa", "--users", "1"]) == 2
+    assert "train --method apa" in capsys.readouterr().err

@@ -46,8 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=16, help="Per-device batch size (default: 16).")
     train.add_argument("--lora-r", type=int, default=8, help="LoRA rank (default: 8, as TALLRec).")
     train.add_argument("--full-finetune", action="store_true", help="Train every weight instead of a LoRA adapter.")
+    train.add_argument("--method", default="tallrec", choices=["tallrec", "apa", "sisa"],
+                       help="tallrec: one recommender; apa / sisa: one LoRA adapter per data shard (default: tallrec).")  # fmt: skip
+    train.add_argument("--num-shards", type=int, default=4, help="Shards K for --method apa|sisa (default: 4).")
     train.add_argument("--seed", type=int, default=0)
     _add_json(train)
+
+    forget = sub.add_parser("forget", help="Forget users or samples from a trained run.")
+    forget.add_argument("--run", required=True, help="Run directory written by `train`.")
+    forget.add_argument("--method", required=True, choices=["e2urec", "neggrad", "negkl", "badt", "apa", "sisa"],
+                        help="e2urec/neggrad/negkl/badt unlearn the original recommender (approximate); apa/sisa "
+                        "retrain the shards that held the data (exact; the run must be trained with that method).")  # fmt: skip
+    who = forget.add_mutually_exclusive_group(required=True)
+    who.add_argument("--users", help="Comma-separated user ids to forget.")
+    who.add_argument("--samples", help="Comma-separated sample ids to forget.")
+    who.add_argument("--forget-fraction", type=float, help="Forget a seeded random fraction of the training users.")
+    forget.add_argument("--epochs", type=float, default=None, help="Unlearning epochs (approximate methods).")
+    forget.add_argument("--seed", type=int, default=0)
+    _add_json(forget)
 
     evaluate = sub.add_parser("evaluate", help="Score a trained run on one of its splits.")
     evaluate.add_argument("--run", required=True, help="Run directory written by `train` or `demo`.")
@@ -151,7 +167,10 @@ def _train(args) -> dict[str, Any]:
         seed=args.seed,
         logging_steps=50,
     )
-    _, metrics = train_recommender(base, splits["train"], splits["test"], run.original_dir, config)
+    if args.method in ("apa", "sisa"):
+        metrics = _train_shards(args, base, splits, run, config)
+    else:
+        _, metrics = train_recommender(base, splits["train"], splits["test"], run.original_dir, config)
     run.save_info(
         RunInfo(
             data=args.data,
@@ -160,11 +179,122 @@ def _train(args) -> dict[str, Any]:
             base_model=BUILTIN if builtin else args.model,
             history_len=args.history_len,
             full_finetune=args.full_finetune,
+            method=args.method,
             seed=args.seed,
-            metrics={"original": metrics},
+            metrics={args.method if args.method != "tallrec" else "original": metrics},
         )
     )
     return metrics
+
+
+def _shard_trainer_class(method: str):
+    from .trainer import APAConfig, APATrainer, SISAConfig, SISATrainer
+
+    return (APATrainer, APAConfig) if method == "apa" else (SISATrainer, SISAConfig)
+
+
+def _train_shards(args, base: str, splits, run, config) -> dict[str, Any]:
+    """`train --method apa|sisa`: K shard adapters with the same recipe, saved under RUN/<method>/."""
+    from .metrics import utility_metrics
+
+    if args.full_finetune:
+        raise ValueError("`--full-finetune` does not apply to --method apa|sisa: shards are LoRA adapters.")
+    trainer_cls, config_cls = _shard_trainer_class(args.method)
+    values = {k: getattr(config, k) for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
+                                              "lora_r", "lora_alpha", "lr_scheduler_type", "warmup_steps", "seed")}  # fmt: skip
+    shard_config = config_cls(output_dir=str(run.path / args.method), num_shards=args.num_shards, **values)
+    trainer = trainer_cls(base, shard_config, train_dataset=splits["train"],
+                          eval_dataset={"valid": splits["valid"], "test": splits["test"]})  # fmt: skip
+    report = trainer.train()
+    metrics = utility_metrics(splits["test"]["label"], trainer.predict(splits["test"]))
+    return {**metrics, "train_seconds": report.seconds, "num_shards": args.num_shards, "version": report.version}
+
+
+@command("forget")
+def _forget(args) -> dict[str, Any]:
+    from .data import make_forget_split
+    from .runs import RunDir
+
+    run = RunDir(args.run)
+    info = run.load_info()
+    train = run.load_datasets()["train"]
+    users = [u.strip() for u in args.users.split(",") if u.strip()] if args.users else None
+    samples = [x.strip() for x in args.samples.split(",") if x.strip()] if args.samples else None
+    request = make_forget_split(train, user_ids=users, sample_ids=samples, fraction=args.forget_fraction, seed=args.seed)
+    if args.method in ("apa", "sisa"):
+        return _forget_shards(args, run, info, train, request)
+    return _forget_approximate(args, run, info, request)
+
+
+def _forget_shards(args, run, info, train, request) -> dict[str, Any]:
+    shard_dir = run.path / args.method
+    if info.method != args.method or not shard_dir.is_dir():
+        raise ValueError(
+            f"`--method {args.method}` needs a run trained with `train --method {args.method}`; {str(run.path)!r} was "
+            f"trained with {info.method!r}."
+        )
+    trainer_cls, _ = _shard_trainer_class(args.method)
+    splits = run.load_datasets()
+    trainer = trainer_cls(str(shard_dir), train_dataset=train,
+                          eval_dataset={"valid": splits["valid"], "test": splits["test"]})  # fmt: skip
+    trainer.args.output_dir = str(shard_dir)
+    report = trainer.forget(user_ids=request.user_ids if args.users or args.forget_fraction else None,
+                            sample_ids=request.sample_ids if args.samples else None)  # fmt: skip
+    return {"method": args.method, **report.to_dict()}
+
+
+def _forget_approximate(args, run, info, request) -> dict[str, Any]:
+    """E2URec and the approximate baselines: a LoRA student on the original, saved under RUN/<method>/."""
+    from .evaluation import predict_unlearning_sets
+    from .metrics import membership_inference_auc, true_label_confidence, utility_metrics
+    from .models import load_model
+    from .trainer import (
+        BadTeacherConfig,
+        BadTeacherTrainer,
+        E2URecConfig,
+        E2URecTrainer,
+        NegGradConfig,
+        NegGradTrainer,
+        NegKLConfig,
+        NegKLTrainer,
+    )
+
+    if info.method != "tallrec" or not run.original_dir.is_dir():
+        raise ValueError(f"`--method {args.method}` unlearns the original recommender of a `train --method tallrec` run.")
+    trainer_cls, config_cls = {
+        "e2urec": (E2URecTrainer, E2URecConfig),
+        "neggrad": (NegGradTrainer, NegGradConfig),
+        "negkl": (NegKLTrainer, NegKLConfig),
+        "badt": (BadTeacherTrainer, BadTeacherConfig),
+    }[args.method]
+    test = run.load_datasets()["test"]
+    model, tokenizer = load_model(str(run.original_dir))
+    before = predict_unlearning_sets(model, tokenizer, request.forget, test, full_vocab=False)
+    overrides = {"num_train_epochs": args.epochs} if args.epochs else {}
+    config = config_cls(output_dir=str(run.path / args.method), seed=args.seed, **overrides)
+    trainer = trainer_cls(model, args=config, forget_dataset=request.forget, retain_dataset=request.retain,
+                          eval_dataset=test, processing_class=tokenizer)  # fmt: skip
+    trainer.train()
+    trainer.save_model()
+    after = predict_unlearning_sets(trainer.model, tokenizer, request.forget, test, full_vocab=False)
+    # No retrained reference here (that is what `hf-recunlearn demo` / `bench` measure): report utility, the forget
+    # set's AUC and the membership-inference audit before and after.
+    evidence = {"unlearning_time_s": trainer.unlearning_runtime,
+                "trainable_parameters": trainer.num_trainable_parameters}  # fmt: skip
+    for prefix, preds in (("", after), ("original_", before)):
+        evidence[f"{prefix}test_auc"] = utility_metrics(preds.test.labels, preds.test.probs)["auc"]
+        evidence[f"{prefix}forget_auc"] = utility_metrics(preds.forget.labels, preds.forget.probs)["auc"]
+        evidence[f"{prefix}mia_auc"] = membership_inference_auc(
+            true_label_confidence(preds.forget.labels, preds.forget.probs),
+            true_label_confidence(preds.test.labels, preds.test.probs),
+        )
+    return {
+        "method": args.method,
+        "users_forgotten": len(request.user_ids),
+        "samples_forgotten": len(request.forget),
+        "output_dir": str(run.path / args.method),
+        **evidence,
+    }
 
 
 @command("evaluate")
