@@ -41,6 +41,7 @@ class DemoSettings:
     lora_alpha: int = 16
     batch_size: int = 16
     full_epochs: float = 4.0
+    unlearn_epochs: float | None = None
     full_learning_rate: float = 1e-3
     num_shards: int = 4
     inference_batch_size: int = 32
@@ -85,6 +86,8 @@ class DemoSettings:
 
         values = dict(output_dir=str(output_dir), seed=self.seed, use_cpu=True, logging_steps=50,
                       per_device_eval_batch_size=self.inference_batch_size)  # fmt: skip
+        if self.unlearn_epochs is not None:
+            values.update(num_train_epochs=self.unlearn_epochs, augment_epochs=self.unlearn_epochs)
         return E2URecConfig(**(values | overrides))
 
     def apa_config(self, output_dir: str | Path, config_class=None, **overrides):
@@ -97,7 +100,9 @@ class DemoSettings:
         return (config_class or APAConfig)(**(values | overrides))
 
 
-QUICK = DemoSettings(num_users=120, history_len=3, model_size="tiny", base_epochs=1, original_epochs=1, full_epochs=1)
+# Mechanics only: every stage runs in well under a minute, nothing is learned (the tiny model stays near chance).
+QUICK = DemoSettings(num_users=60, history_len=2, model_size="tiny", base_epochs=1, original_epochs=1, full_epochs=1,
+                     unlearn_epochs=1, num_shards=2)  # fmt: skip
 
 
 def best_ms_per_sample(predict, num_samples: int, repeats: int = 3) -> float:
