@@ -248,25 +248,11 @@ def _forget_approximate(args, run, info, request) -> dict[str, Any]:
     from .evaluation import predict_unlearning_sets
     from .metrics import membership_inference_auc, true_label_confidence, utility_metrics
     from .models import load_model
-    from .trainer import (
-        BadTeacherConfig,
-        BadTeacherTrainer,
-        E2URecConfig,
-        E2URecTrainer,
-        NegGradConfig,
-        NegGradTrainer,
-        NegKLConfig,
-        NegKLTrainer,
-    )
+    from .trainer import APPROXIMATE_METHODS
 
     if info.method != "tallrec" or not run.original_dir.is_dir():
         raise ValueError(f"`--method {args.method}` unlearns the original recommender of a `train --method tallrec` run.")
-    trainer_cls, config_cls = {
-        "e2urec": (E2URecTrainer, E2URecConfig),
-        "neggrad": (NegGradTrainer, NegGradConfig),
-        "negkl": (NegKLTrainer, NegKLConfig),
-        "badt": (BadTeacherTrainer, BadTeacherConfig),
-    }[args.method]
+    trainer_cls, config_cls = APPROXIMATE_METHODS[args.method]
     test = run.load_datasets()["test"]
     model, tokenizer = load_model(str(run.original_dir))
     before = predict_unlearning_sets(model, tokenizer, request.forget, test, full_vocab=False)

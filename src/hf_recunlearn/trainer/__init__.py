@@ -17,7 +17,16 @@ from .sisa_config import SISAConfig
 from .sisa_trainer import SISATrainer
 
 
+# The approximate unlearning methods by the name the CLI and the benchmarks use: (trainer class, config class).
+APPROXIMATE_METHODS = {
+    "e2urec": (E2URecTrainer, E2URecConfig),
+    "neggrad": (NegGradTrainer, NegGradConfig),
+    "negkl": (NegKLTrainer, NegKLConfig),
+    "badt": (BadTeacherTrainer, BadTeacherConfig),
+}
+
 __all__ = [
+    "APPROXIMATE_METHODS",
     "APAConfig",
     "APAEventReport",
     "APATrainer",
