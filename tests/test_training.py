@@ -49,7 +49,7 @@ def test_evaluation_reports_auc(tmp_path, synthetic_splits, tiny_tokenizer):
 
 
 def test_training_beats_chance_on_synthetic_data(tmp_path):
-    splits = build_datasets(make_synthetic(num_users=150, seed=0), history_len=3)
+    splits = build_datasets(make_synthetic(num_users=100, seed=0), history_len=2)
     tok = build_tokenizer([p for s in splits for p in splits[s]["prompt"]])
     model = build_tiny_model(tok, "causal", "small", seed=0)
     args = _config(tmp_path, use_lora=False, max_steps=-1, num_train_epochs=1, learning_rate=2e-3,
