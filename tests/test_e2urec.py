@@ -1,5 +1,6 @@
 """E2URecTrainer and the UnlearningTrainer base on tiny offline models."""
 
+import copy
 import hashlib
 
 import numpy as np
@@ -131,6 +132,21 @@ def test_teacher_forward_passes_happen_once_per_sample(tiny_data, tmp_path):
     assert rows["teacher"] == n_forget + n_paired  # original on D_f (for v) and on the paired retained samples
     assert rows["student"] == 3 * (n_forget + n_paired)  # three epochs of paired batches
     assert trainer.augmented_model is None  # released once its logits were taken
+
+
+def test_an_augmented_model_equal_to_the_original_is_flagged(tiny_data, tmp_path):
+    model = build_tiny_model(tiny_data["tokenizer"], "causal", "tiny")
+    trainer = E2URecTrainer(
+        model,
+        copy.deepcopy(model),
+        args=make_args(tmp_path),
+        train_dataset=tiny_data["train"],
+        forget_dataset=tiny_data["split"].forget,
+        processing_class=tiny_data["tokenizer"],
+    )
+    with pytest.warns(UserWarning, match="`augment_learning_rate`"):
+        trainer.compute_teacher_outputs()
+    assert trainer.augmented_shift == pytest.approx(0.0, abs=1e-5)
 
 
 def test_beta_one_and_zero_reduce_to_forgetting_and_remembering(tiny_data, tmp_path):

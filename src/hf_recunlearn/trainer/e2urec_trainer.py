@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import textwrap
+import warnings
 
 import torch
 from datasets import Dataset
@@ -21,6 +23,11 @@ from .rec_trainer import RecTrainer, make_lora_config
 
 
 AUGMENT_ADAPTER = "e2urec_augment"
+# Below this mean |change of the Yes/No log-odds| on D_f, the augmented model is the original for all practical
+# purposes: with alpha = 2 the teacher would move each answer by less than 0.1 in log-odds.
+MIN_AUGMENTED_SHIFT = 0.05
+
+logger = logging.getLogger(__name__)
 
 
 class E2URecTrainer(UnlearningTrainer):
@@ -92,6 +99,7 @@ class E2URecTrainer(UnlearningTrainer):
         if isinstance(augmented_model, PeftModel):
             augmented_model = augmented_model.merge_and_unload()
         self.augmented_model = augmented_model
+        self.augmented_shift: float | None = None  # mean |change of the Yes/No log-odds| on D_f, set by train()
         self._augment_source: PreTrainedModel | None = None
         super().__init__(
             model,
@@ -123,11 +131,31 @@ class E2URecTrainer(UnlearningTrainer):
         """
         original_forget = self.teacher_logits(None, self.forget_dataset)
         augmented_forget = self._augmented_logits()
+        self._check_augmented_shift(original_forget, augmented_forget)
         forget = forgetting_teacher_logits(
             original_forget, augmented_forget, self.args.alpha, form=self.args.teacher_form
         )
         retain = self.teacher_logits(None, self.paired_retain_dataset)
         return {"forget": forget, "retain": retain}
+
+    def _check_augmented_shift(self, original: torch.Tensor, augmented: torch.Tensor) -> None:
+        """Warn when fine-tuning on D_f left the answers unchanged: the forgetting teacher would be the original."""
+        if self.args.kl_scope == "full":
+            ids = [self.answer_tokens.no_id, self.answer_tokens.yes_id]
+            original, augmented = original[:, ids], augmented[:, ids]
+        log_odds = lambda v: v[:, 1] - v[:, 0]  # noqa: E731
+        self.augmented_shift = float((log_odds(augmented) - log_odds(original)).abs().mean())
+        logger.info("Augmented model: mean |change of the Yes/No log-odds| on D_f = %.4f", self.augmented_shift)
+        if self.augmented_shift < MIN_AUGMENTED_SHIFT:
+            warnings.warn(
+                f"The augmented model's answers on the forget set differ from the original's by a mean |change of "
+                f"the Yes/No log-odds| of {self.augmented_shift:.2e}, so the forgetting teacher is the original and "
+                "little will be forgotten. Raise `augment_learning_rate` (the reference's 5e-5 suits a pretrained "
+                "T5-base; a model trained at a higher rate needs about that rate) or `augment_epochs`, or pass a "
+                "more strongly fine-tuned `augmented_model`.",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _augmented_logits(self) -> torch.Tensor:
         if self.augmented_model is not None:
