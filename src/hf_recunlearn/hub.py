@@ -621,6 +621,25 @@ def _merge_versions(remote: _RemoteState, new_entries: list[dict], purge: bool) 
     return [by_version[k] for k in sorted(by_version)]
 
 
+
+def _open_remote(repo_id: str, token, private: bool, method: str):
+    """Create the repo if needed and read its state; refuse repos that hf_recunlearn did not push, or another method's."""
+    token = _token_or_raise(token)
+    api = _api(token)
+    with _translate_errors(repo_id, "create"):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+    with _translate_errors(repo_id, "read the current version of"):
+        remote = _RemoteState(api, repo_id, token)
+    if remote.versions_meta is None and set(remote.tree) - _KEPT_REMOTE - _GENERATED:
+        raise HubConflictError(
+            f"{repo_id!r} already holds files that were not pushed by hf_recunlearn; push to a new repo id."
+        )
+    if remote.versions_meta is not None and remote.versions_meta.get("method") != method:
+        raise HubConflictError(
+            f"{repo_id!r} holds a {remote.versions_meta.get('method')!r} repo, not {method!r}; push to another repo."
+        )
+    return token, api, remote
+
 def push(
     directory,
     repo_id: str,
@@ -669,18 +688,7 @@ def push(
     meta = json.loads((directory / CONFIG_NAME).read_text())
     version = int(meta["version"])
     lineage = list(meta.get("lineage", []))
-    token = _token_or_raise(token)
-    api = _api(token)
-    with _translate_errors(repo_id, "create"):
-        api.create_repo(repo_id, private=private, exist_ok=True)
-    with _translate_errors(repo_id, "read the current version of"):
-        remote = _RemoteState(api, repo_id, token)
-    if remote.versions_meta is None and set(remote.tree) - _KEPT_REMOTE - _GENERATED:
-        raise HubConflictError(
-            f"{repo_id!r} already holds files that were not pushed by hf_recunlearn; push to a new repo id."
-        )
-    if remote.versions_meta is not None and remote.versions_meta.get("method") != "apa":
-        raise HubConflictError(f"{repo_id!r} holds a {remote.versions_meta.get('method')!r} adapter repo, not APA.")
+    token, api, remote = _open_remote(repo_id, token, private, "apa")
     if remote.latest > version:
         raise HubConflictError(
             f"{repo_id!r} is at {_tag(remote.latest)} but {str(directory)!r} holds v{version}: the Hub is ahead. "
@@ -783,20 +791,7 @@ def push_adapter(
     event = event or ("unlearn" if method == "e2urec" else "train")
     if base_model is None:
         base_model = json.loads((directory / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    token = _token_or_raise(token)
-    api = _api(token)
-    with _translate_errors(repo_id, "create"):
-        api.create_repo(repo_id, private=private, exist_ok=True)
-    with _translate_errors(repo_id, "read the current version of"):
-        remote = _RemoteState(api, repo_id, token)
-    if remote.versions_meta is None and set(remote.tree) - _KEPT_REMOTE - _GENERATED:
-        raise HubConflictError(
-            f"{repo_id!r} already holds files that were not pushed by hf_recunlearn; push to a new repo id."
-        )
-    if remote.versions_meta is not None and remote.versions_meta.get("method") != method:
-        raise HubConflictError(
-            f"{repo_id!r} holds a {remote.versions_meta.get('method')!r} repo, not {method!r}; push to another repo."
-        )
+    token, api, remote = _open_remote(repo_id, token, private, method)
     local = _local_files(directory)
     adds, _, deleted = remote.changes(local)
     purge = event in FORGET_EVENTS and not keep_history
