@@ -57,6 +57,30 @@ def hub_server(hub_server_session, monkeypatch):
     hub_server_session.clear_faults()
 
 
+import os  # noqa: E402
+
+
+# Nothing in the suite may reach the real Hub; Hub tests opt back in through the `hub_server` fixture.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def synthetic_splits():
+    """Small synthetic train/valid/test splits (E2URec preset, short histories)."""
+    from hf_recunlearn.data import build_datasets, make_synthetic
+
+    return build_datasets(make_synthetic(num_users=60, num_items=60, seed=0), history_len=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(synthetic_splits, tmp_path_factory):
+    from hf_recunlearn.models import build_tokenizer
+
+    texts = [p for name in synthetic_splits for p in synthetic_splits[name]["prompt"]]
+    return build_tokenizer(texts, save_dir=tmp_path_factory.mktemp("tokenizer"))
+
+
 @pytest.fixture(scope="session")
 def tiny_data():
     """A small synthetic data set with niche users, its forget split (two niche users) and a word-level tokenizer."""
@@ -72,3 +96,13 @@ def tiny_data():
         list(train["prompt"]) + list(splits["test"]["prompt"]) + list(splits["valid"]["prompt"])
     )
     return {"train": train, "test": splits["test"], "split": split, "tokenizer": tokenizer}
+
+
+@pytest.fixture(scope="session")
+def space_cache(tmp_path_factory):
+    """A Space cache with the tiny built-in demo, built once per session (each app starts from its pristine copy)."""
+    from hf_recunlearn.space import DemoRecommender, SpaceSettings
+
+    cache = tmp_path_factory.mktemp("space-cache")
+    DemoRecommender.load(SpaceSettings(cache_dir=str(cache), size="tiny"))
+    return cache

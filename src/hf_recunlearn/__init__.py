@@ -1,4 +1,8 @@
-"""hf_recunlearn: make LLM-based recommenders forget (E2URec, APA) on transformers + PEFT."""
+"""hf_recunlearn: make LLM-based recommenders forget (E2URec, APA) on transformers + PEFT.
+
+The public names below are imported lazily (PEP 562), so `import hf_recunlearn` is cheap and does not import
+`huggingface_hub` before a test harness has pointed it at a local Hub (see `hf_recunlearn.testing`).
+"""
 
 from __future__ import annotations
 
@@ -8,35 +12,41 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0.dev0"
 
-# The public API is imported on first use, so `import hf_recunlearn` (or `hf_recunlearn.testing`, which must run
-# before `huggingface_hub` is imported) does not load torch and transformers.
 _EXPORTS = {
-    "BadTeacherConfig": ".trainer",
-    "BadTeacherTrainer": ".trainer",
-    "E2URecConfig": ".trainer",
-    "E2URecTrainer": ".trainer",
-    "ModelPredictions": ".evaluation",
-    "NegGradConfig": ".trainer",
-    "NegGradTrainer": ".trainer",
-    "NegKLConfig": ".trainer",
-    "NegKLTrainer": ".trainer",
-    "Predictions": ".evaluation",
-    "RecConfig": ".trainer",
-    "RecTrainer": ".trainer",
-    "UnlearningConfig": ".trainer",
-    "UnlearningTrainer": ".trainer",
-    "evaluate_unlearning": ".evaluation",
-    "predict": ".evaluation",
-    "predict_unlearning_sets": ".evaluation",
-    "retrain_reference": ".trainer",
+    "data": ["RecData", "build_datasets", "load_data", "make_forget_split", "make_synthetic"],
+    "metrics": ["gap_closed", "jsd", "l2_distance", "membership_inference_auc", "utility_metrics"],
+    "models": ["build_tiny_model", "build_tokenizer", "load_model"],
+    "scoring": ["AnswerTokens", "score"],
+    "trainer": [
+        "APAConfig",
+        "APATrainer",
+        "BadTeacherConfig",
+        "BadTeacherTrainer",
+        "E2URecConfig",
+        "E2URecTrainer",
+        "NegGradConfig",
+        "NegGradTrainer",
+        "NegKLConfig",
+        "NegKLTrainer",
+        "RecConfig",
+        "RecTrainer",
+        "SISAConfig",
+        "SISATrainer",
+        "UnlearningConfig",
+        "UnlearningTrainer",
+        "retrain_reference",
+    ],
+    "apa_recommender": ["APARecommender"],
+    "evaluation": ["ModelPredictions", "Predictions", "evaluate_unlearning", "predict_unlearning_sets"],
 }
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -46,9 +56,16 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-if TYPE_CHECKING:
-    from .evaluation import ModelPredictions, Predictions, evaluate_unlearning, predict, predict_unlearning_sets
+if TYPE_CHECKING:  # pragma: no cover
+    from .apa_recommender import APARecommender
+    from .data import RecData, build_datasets, load_data, make_forget_split, make_synthetic
+    from .metrics import gap_closed, jsd, l2_distance, membership_inference_auc, utility_metrics
+    from .models import build_tiny_model, build_tokenizer, load_model
+    from .scoring import AnswerTokens, score
+    from .evaluation import ModelPredictions, Predictions, evaluate_unlearning, predict_unlearning_sets
     from .trainer import (
+        APAConfig,
+        APATrainer,
         BadTeacherConfig,
         BadTeacherTrainer,
         E2URecConfig,
@@ -59,6 +76,8 @@ if TYPE_CHECKING:
         NegKLTrainer,
         RecConfig,
         RecTrainer,
+        SISAConfig,
+        SISATrainer,
         UnlearningConfig,
         UnlearningTrainer,
         retrain_reference,

@@ -1,3 +1,5 @@
+from .apa_config import APAConfig
+from .apa_trainer import APAEventReport, APATrainer
 from .bad_teacher_config import BadTeacherConfig
 from .bad_teacher_trainer import BadTeacherTrainer
 from .base_config import UnlearningConfig
@@ -11,9 +13,23 @@ from .negkl_trainer import NegKLTrainer
 from .rec_config import RecConfig
 from .rec_trainer import RecTrainer, compute_utility_metrics, default_target_modules, make_lora_config
 from .retrain import retrain_reference
+from .sisa_config import SISAConfig
+from .sisa_trainer import SISATrainer
 
+
+# The approximate unlearning methods by the name the CLI and the benchmarks use: (trainer class, config class).
+APPROXIMATE_METHODS = {
+    "e2urec": (E2URecTrainer, E2URecConfig),
+    "neggrad": (NegGradTrainer, NegGradConfig),
+    "negkl": (NegKLTrainer, NegKLConfig),
+    "badt": (BadTeacherTrainer, BadTeacherConfig),
+}
 
 __all__ = [
+    "APPROXIMATE_METHODS",
+    "APAConfig",
+    "APAEventReport",
+    "APATrainer",
     "BadTeacherConfig",
     "BadTeacherTrainer",
     "E2URecConfig",
@@ -24,6 +40,8 @@ __all__ = [
     "NegKLTrainer",
     "RecConfig",
     "RecTrainer",
+    "SISAConfig",
+    "SISATrainer",
     "StudentOutputs",
     "UnlearningCollator",
     "UnlearningConfig",

@@ -1,0 +1,925 @@
+"""
+Versioned Hub repos for unlearned recommenders: push, pull, list versions, and purge history after a deletion.
+
+An APA directory (see `hf_recunlearn.apa_recommender`) is pushed as one Hub model repo::
+
+    README.md                   model card: method, citation, unlearning log (counts only), how to load a version
+    unlearning_versions.json    every version: tag, commit, event, counts, date, metrics, status
+    apa_config.json             the APA metadata (lineage, per-shard versions and sha256, ledger of salted hashes)
+    apa_state.safetensors
+    shard_00/adapter_config.json, shard_00/adapter_model.safetensors, ...
+    tokenizer files
+
+Every version is **one** `create_commit` whose `parent_commit` is the head the push started from (a concurrent
+push is refused by the Hub instead of being merged), tagged `vN` where N is the APA version. Only files whose bytes
+changed are sent (their git blob id or LFS sha256 is compared with the remote tree), so forgetting a user uploads the
+retrained shards, the aggregation state, the metadata and the card, nothing else.
+
+Privacy of history: the Hub keeps every old revision downloadable, including weights trained on data that has since
+been deleted. By default a push that follows a deletion request (a `forget` event since the versions on the Hub)
+therefore deletes the tags of the earlier versions, squashes the history of `main` into its head
+(`super_squash_history`, after which the old files cannot be downloaded, not even by commit id) and tags the head
+again. The lineage survives in `unlearning_versions.json` and the card, where those versions are marked `purged`.
+Pass `keep_history=True` to keep every version downloadable instead (e.g. when no version held personal data).
+
+Generic PEFT adapter directories (an E2URec unlearned adapter, the original TALLRec adapter) are pushed the same way
+with [`push_adapter`]: one commit and one tag per version, a card of their own, the same purge policy.
+
+Failures raise a [`HubOperationError`] subclass with a message that says what to do; the local directory is only
+read, and since the version is a single commit, the Hub never holds half of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+
+logger = logging.getLogger(__name__)
+
+VERSIONS_FILE = "unlearning_versions.json"
+CARD_FILE = "README.md"
+VERSIONS_FORMAT = "hf_recunlearn/hub_versions"
+BASE_TAGS = ["hf_recunlearn", "recommendation", "machine-unlearning"]
+FORGET_EVENTS = ("forget", "unlearn")
+_LOCAL_BASE_TEXT = "a base model that is not on the Hub (pass `base_model=` when loading)"
+_GENERATED = {VERSIONS_FILE, CARD_FILE}
+_KEPT_REMOTE = {".gitattributes"}  # files the Hub creates, never deleted by a push
+
+CITATIONS = {
+    "apa": {
+        "title": "Exact and Efficient Unlearning for Large Language Model-based Recommendation",
+        "authors": "Hu et al.",
+        "year": 2024,
+        "arxiv": "2404.10327",
+        "bibtex": (
+            "@article{hu2024exact,\n"
+            "  title   = {Exact and Efficient Unlearning for Large Language Model-based Recommendation},\n"
+            "  author  = {Hu, Zhiyu and Zhang, Yang and Xiao, Minghao and Wang, Wenjie and Feng, Fuli and "
+            "He, Xiangnan},\n"
+            "  journal = {arXiv preprint arXiv:2404.10327},\n"
+            "  year    = {2024}\n"
+            "}"
+        ),
+    },
+    "e2urec": {
+        "title": "Towards Efficient and Effective Unlearning of Large Language Models for Recommendation",
+        "authors": "Wang et al.",
+        "year": 2024,
+        "arxiv": "2403.03536",
+        "bibtex": (
+            "@article{wang2024towards,\n"
+            "  title   = {Towards Efficient and Effective Unlearning of Large Language Models for Recommendation},\n"
+            "  author  = {Wang, Hangyu and Lin, Jianghao and Chen, Bo and Yang, Yang and Tang, Ruiming and Zhang, "
+            "Weinan and Yu, Yong},\n"
+            "  journal = {arXiv preprint arXiv:2403.03536},\n"
+            "  year    = {2024}\n"
+            "}"
+        ),
+    },
+}
+_METHOD_TITLES = {
+    "apa": "APA (exact unlearning)",
+    "e2urec": "an E2URec-unlearned recommender adapter",
+    "tallrec": "a TALLRec recommender adapter",
+    "original": "a TALLRec recommender adapter",
+}
+_METHOD_DESCRIPTIONS = {
+    "e2urec": (
+        "E2URec makes a trained LLM recommender forget a set of users' interactions by updating a small LoRA "
+        "adapter with a forgetting teacher (to unlearn) and a remembering teacher (to keep utility on the rest). "
+        "Unlike APA this is approximate unlearning: the result is not guaranteed equal to retraining."
+    ),
+    "tallrec": "A recommender adapter trained with the TALLRec recipe (instruction tuning with LoRA).",
+    "original": "A recommender adapter trained with the TALLRec recipe (instruction tuning with LoRA).",
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Errors
+
+
+class HubOperationError(RuntimeError):
+    """A push, pull or listing against the Hub failed; the message says what to do."""
+
+
+class HubAuthError(HubOperationError):
+    """No token, or a token the Hub refuses."""
+
+
+class HubRepoNotFoundError(HubOperationError):
+    """The repo does not exist, or the token cannot see it."""
+
+
+class HubRevisionNotFoundError(HubOperationError):
+    """The revision (tag, branch or commit) does not exist, or was purged after a deletion request."""
+
+
+class HubConflictError(HubOperationError):
+    """The remote moved on since this push started (another push landed first), or holds another run."""
+
+
+class HubPushError(HubOperationError):
+    """The push failed part way (network or server error); nothing was published unless the message says so."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class HubVersion:
+    """
+    One version of a Hub repo, as [`list_versions`] reports it.
+
+    Attributes:
+        version (`int`): the version number (`vN` tag).
+        tag (`str`): `"vN"`.
+        status (`str`): `"available"` (the tag exists), `"purged"` (removed after a deletion request) or
+            `"not_pushed"` (a local version that was never pushed; a later one was).
+        commit (`str` or `None`): the commit the tag points to now; for other versions the commit they were pushed
+            as (no longer downloadable once purged).
+        event (`str`): `"train"`, `"forget"`, `"unlearn"`, ...
+        shards_retrained (`list[int]`): shards trained by the event (APA).
+        samples_removed, users_removed (`int`): counts; ids are never published.
+        seconds (`float` or `None`): wall time of the event.
+        date (`str` or `None`): when the version was pushed (ISO 8601, UTC).
+        metrics (`dict`): metrics given at push time.
+    """
+
+    version: int
+    tag: str
+    status: str
+    commit: str | None = None
+    event: str = ""
+    shards_retrained: list[int] = field(default_factory=list)
+    samples_removed: int = 0
+    users_removed: int = 0
+    seconds: float | None = None
+    date: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class HubPushResult:
+    """
+    What a push did.
+
+    Attributes:
+        repo_id, version, tag: where the version went.
+        commit (`str`): the commit the tag points to (after a purge, the squashed head).
+        uploaded (`list[str]`): paths sent in the version's commit (changed or new files).
+        deleted (`list[str]`): remote paths the commit removed.
+        purged (`list[str]`): tags deleted because their weights saw deleted data.
+        created_commit (`bool`): False when the Hub already held exactly this version (the push only tagged or
+            finished a purge).
+    """
+
+    repo_id: str
+    version: int
+    tag: str
+    commit: str
+    uploaded: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    purged: list[str] = field(default_factory=list)
+    created_commit: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _tag(version: int) -> str:
+    return f"v{int(version)}"
+
+
+def _file_ids(path: Path) -> tuple[str, str]:
+    """`(git blob id, sha256)` of a file, read once in chunks."""
+    size = path.stat().st_size
+    sha1 = hashlib.sha1(b"blob %d\0" % size)
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha1.update(chunk)
+            sha256.update(chunk)
+    return sha1.hexdigest(), sha256.hexdigest()
+
+
+def _local_files(directory: Path) -> dict[str, Path]:
+    """Files to publish from a local directory: everything but hidden paths and the files the push generates."""
+    files = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if not path.is_file() or any(part.startswith(".") for part in rel.split("/")) or rel in _GENERATED:
+            continue
+        files[rel] = path
+    return files
+
+
+def _is_hub_id(name: str | None) -> bool:
+    """Whether `name` looks like a Hub model id (not a local path), so it can go in the card's `base_model`."""
+    if not name or os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
+        return False
+    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None and ".." not in name
+
+
+def _token_or_raise(token):
+    from huggingface_hub import get_token
+
+    if token is False or (token is None and get_token() is None):
+        raise HubAuthError(
+            "No Hugging Face token: pushing needs a token with write access. Run `hf auth login`, set the `HF_TOKEN` "
+            "environment variable, or pass `token=`."
+        )
+    return token
+
+
+@contextmanager
+def _translate_errors(repo_id: str, action: str, revision: str | None = None) -> Iterator[None]:
+    """Turn `huggingface_hub`/network exceptions into [`HubOperationError`]s with actionable messages."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        yield
+    except HubOperationError:
+        raise
+    except RevisionNotFoundError as err:
+        raise HubRevisionNotFoundError(
+            f"Revision {revision!r} of {repo_id!r} does not exist. List the versions with "
+            f"`hf_recunlearn.hub.list_versions({repo_id!r})` (CLI: `hf-recunlearn versions --repo-id {repo_id}`)."
+        ) from err
+    except RepositoryNotFoundError as err:
+        status = err.response.status_code if err.response is not None else None
+        refused = status == 401 and _bad_token(err)
+        hint = " The token was refused: check `HF_TOKEN` / `hf auth login`." if refused else ""
+        raise HubRepoNotFoundError(
+            f"Repo {repo_id!r} not found (while trying to {action}), or the token cannot see it (private repo). "
+            f"Check the repo id and that your token has access.{hint}"
+        ) from err
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        if status == 401 or (status == 403 and "token" in str(err).lower()):
+            raise HubAuthError(
+                f"The Hub refused the token while trying to {action} {repo_id!r} (HTTP {status}). Use a valid token "
+                "with write access: `hf auth login`, the `HF_TOKEN` environment variable, or `token=`."
+            ) from err
+        if status == 412:
+            raise HubConflictError(
+                f"Another push to {repo_id!r} landed while this one was in progress (the head moved, HTTP 412); "
+                "nothing was published. Pull the latest version first (`hf-recunlearn pull` / `hub.pull`), apply "
+                "your forget requests to it, and push again."
+            ) from err
+        raise HubPushError(
+            f"The Hub answered HTTP {status} while trying to {action} {repo_id!r}: {err}. Nothing was published by "
+            "the failed request; retry the same command."
+        ) from err
+    except _network_errors() as err:
+        raise HubPushError(
+            f"Network error while trying to {action} {repo_id!r} ({type(err).__name__}: {err}). The version is one "
+            "atomic commit, so the Hub holds either all of it or none of it; re-run the same push to finish."
+        ) from err
+    except RuntimeError as err:  # the client wraps failed LFS uploads in a RuntimeError
+        if "upload" not in str(err).lower():
+            raise
+        raise HubPushError(
+            f"Uploading files to {repo_id!r} failed ({err}); no commit was made. Re-run the same push."
+        ) from err
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Transport-level exceptions of the HTTP stack `huggingface_hub` uses (`httpx2` in 2.x, `httpx` before)."""
+    import importlib
+
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for name in ("httpx2", "httpx", "requests"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors.append(getattr(module, "HTTPError", None) or module.RequestException)
+    return tuple(errors)
+
+
+def _bad_token(err) -> bool:
+    return "token" in str(err).lower()
+
+
+def _api(token):
+    from huggingface_hub import HfApi
+
+    return HfApi(token=token)
+
+
+def _remote_tree(api, repo_id: str, revision: str) -> dict[str, tuple[str, str | None]]:
+    """`path -> (git blob id, lfs sha256 or None)` of every file at `revision`."""
+    from huggingface_hub import RepoFile
+
+    tree = {}
+    for entry in api.list_repo_tree(repo_id, recursive=True, revision=revision):
+        if isinstance(entry, RepoFile):
+            tree[entry.path] = (entry.blob_id, entry.lfs.sha256 if entry.lfs else None)
+    return tree
+
+
+def _read_remote_json(repo_id: str, path: str, revision: str, token) -> dict | None:
+    """A JSON file of the repo at `revision`, or None when the repo has no such file."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = hf_hub_download(repo_id, path, revision=revision, token=token, local_dir=tmp)
+        except EntryNotFoundError:
+            return None
+        return json.loads(Path(local).read_text())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model cards
+
+
+def model_card_template(method: str) -> Path:
+    """Path of the shipped Jinja template for `method` (`"apa"`; every adapter method uses `"e2urec"`'s)."""
+    name = "apa.md" if method == "apa" else "e2urec.md"
+    path = Path(__file__).resolve().parent / "model_cards" / name
+    if not path.is_file():  # e.g. a zipped install: ask importlib for it
+        from importlib.resources import files
+
+        path = Path(str(files("hf_recunlearn") / "model_cards" / name))
+    return path
+
+
+def _log_rows(versions: list[dict]) -> list[dict]:
+    rows = []
+    for v in versions:
+        shards = v.get("shards_retrained")
+        rows.append({
+            "tag": v["tag"],
+            "event": v.get("event", ""),
+            "shards": ", ".join(str(k) for k in shards) if shards else "-",
+            "samples_removed": v.get("samples_removed", 0),
+            "users_removed": v.get("users_removed", 0),
+            "seconds": "-" if v.get("seconds") is None else f"{float(v['seconds']):.2f}",
+            "status": v.get("status", "available").replace("_", " "),
+        })  # fmt: skip
+    return rows
+
+
+def render_model_card(
+    method: str,
+    repo_id: str,
+    versions: list[dict],
+    *,
+    base_model: str | None = None,
+    datasets: list[str] | None = None,
+    metrics: dict[str, float] | None = None,
+    apa_meta: dict | None = None,
+):
+    """
+    The model card of a version, rendered from the shipped template (`model_cards/apa.md` or `e2urec.md`).
+
+    Args:
+        method (`str`): `"apa"`, `"e2urec"`, `"tallrec"`/`"original"`, or another adapter method name.
+        repo_id (`str`): the repo the card describes (used in the loading snippets).
+        versions (`list[dict]`): the entries of `unlearning_versions.json`, oldest first; the last one is current.
+        base_model (`str`, *optional*): the base model; it goes in the card metadata only when it is a Hub id.
+        datasets (`list[str]`, *optional*): Hub dataset ids the model was trained on.
+        metrics (`dict`, *optional*): metric name -> value of the current version.
+        apa_meta (`dict`, *optional*): the `apa_config.json` of an APA version.
+
+    Returns:
+        `huggingface_hub.ModelCard`
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tags = BASE_TAGS + [method if method != "original" else "tallrec"]
+    base_id = base_model if _is_hub_id(base_model) else None
+    card_data = ModelCardData(
+        library_name="peft",
+        base_model=base_id,
+        tags=tags,
+        datasets=list(datasets) if datasets else None,
+        metrics=sorted(metrics) or None,
+    )
+    current = versions[-1]
+    purged = [v["tag"] for v in versions if v.get("status") == "purged"]
+    purge_note = (
+        f"{'Versions' if len(purged) > 1 else 'Version'} {', '.join(purged)} {'were' if len(purged) > 1 else 'was'} "
+        "**purged** after a deletion request: their weights were trained on data "
+        "that has since been forgotten, so their tags were deleted and the history squashed; they cannot be "
+        "downloaded any more. Their log entries remain."
+        if purged
+        else ""
+    )
+    kwargs = dict(
+        repo_id=repo_id,
+        current_tag=current["tag"],
+        base_model_id=base_id,
+        base_model_text=f"`{base_id}`" if base_id else _LOCAL_BASE_TEXT,
+        log=_log_rows(versions),
+        purge_note=purge_note,
+        metrics_rows=[(k, f"{float(v):.4f}") for k, v in sorted(metrics.items())],
+        citation=CITATIONS.get(method),
+        method_title=_METHOD_TITLES.get(method, f"a {method} recommender adapter"),
+        method_description=_METHOD_DESCRIPTIONS.get(method, f"A recommender adapter produced with {method}."),
+    )
+    if apa_meta is not None:
+        agg = apa_meta.get("aggregation", {})
+        kwargs.update(
+            num_shards=apa_meta.get("num_shards"),
+            partition_method=apa_meta.get("partition", {}).get("method", "?"),
+            aggregation_text=f"{agg.get('weights', '?')} weights at level {agg.get('level', '?')}",
+        )
+    return ModelCard.from_template(card_data, template_path=str(model_card_template(method)), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Push
+
+
+def _version_entry(version: int, lineage_entry: dict | None, event: str, metrics, status: str) -> dict:
+    entry = lineage_entry or {}
+    return {
+        "version": int(version),
+        "tag": _tag(version),
+        "event": entry.get("event", event),
+        "shards_retrained": list(entry.get("shards_trained", [])),
+        "samples_removed": int(entry.get("samples_removed", 0)),
+        "users_removed": int(entry.get("users_removed", 0)),
+        "num_samples": entry.get("num_samples"),
+        "num_users": entry.get("num_users"),
+        "seconds": entry.get("seconds"),
+        "date": None,
+        "commit": None,
+        "parent_commit": None,
+        "status": status,
+        "metrics": dict(metrics or {}),
+    }
+
+
+def _lineage_key(entry: dict) -> tuple:
+    return (entry.get("version"), entry.get("event"), tuple(entry.get("shards_trained", [])),
+            entry.get("samples_removed", 0), entry.get("users_removed", 0))  # fmt: skip
+
+
+class _RemoteState:
+    """What a push needs to know about the repo's `main` before it commits."""
+
+    def __init__(self, api, repo_id: str, token):
+        info = api.repo_info(repo_id, revision="main")
+        self.head: str = info.sha
+        self.tree = _remote_tree(api, repo_id, self.head)
+        self.versions_meta = (
+            _read_remote_json(repo_id, VERSIONS_FILE, self.head, token) if VERSIONS_FILE in self.tree else None
+        )
+        refs = api.list_repo_refs(repo_id)
+        self.tags: dict[str, str] = {t.name: t.target_commit for t in refs.tags}
+        self.branches: dict[str, str] = {b.name: b.target_commit for b in refs.branches}
+        self.num_commits = len(api.list_repo_commits(repo_id, revision=self.head))
+
+    @property
+    def versions(self) -> list[dict]:
+        return list((self.versions_meta or {}).get("versions", []))
+
+    @property
+    def latest(self) -> int:
+        return max((v["version"] for v in self.versions if v.get("status") != "not_pushed"), default=0)
+
+    def changes(self, files: dict[str, Path | bytes]):
+        """`(add operations, paths they add, paths to delete)` turning the remote tree into `files`."""
+        from huggingface_hub import CommitOperationAdd
+
+        adds, uploaded = [], []
+        for rel, source in files.items():
+            if isinstance(source, bytes):
+                blob = hashlib.sha1(b"blob %d\0" % len(source) + source).hexdigest()
+                sha256 = hashlib.sha256(source).hexdigest()
+            else:
+                blob, sha256 = _file_ids(source)
+            remote = self.tree.get(rel)
+            if remote is not None and (remote[0] == blob or remote[1] == sha256):
+                continue
+            adds.append(CommitOperationAdd(rel, source if isinstance(source, bytes) else str(source)))
+            uploaded.append(rel)
+        deleted = sorted(p for p in self.tree if p not in files and p not in _KEPT_REMOTE)
+        return adds, uploaded, deleted
+
+
+def _publish(
+    api,
+    repo_id: str,
+    remote: _RemoteState,
+    version: int,
+    files: dict[str, Path | bytes],
+    *,
+    purge: bool,
+    commit_message: str,
+    token,
+    _before_commit=None,
+) -> HubPushResult:
+    """Commit `files` as version `version` (one commit, parent = the head read before), tag it, purge if asked."""
+    from huggingface_hub import CommitOperationDelete
+
+    tag = _tag(version)
+    adds, uploaded, deleted = remote.changes(files)
+    result = HubPushResult(repo_id, version, tag, remote.head, uploaded=uploaded, deleted=deleted)
+    if adds or deleted:
+        operations = adds + [CommitOperationDelete(p) for p in deleted]
+        if _before_commit is not None:
+            _before_commit()
+        with _translate_errors(repo_id, f"commit version {tag} to"):
+            info = api.create_commit(
+                repo_id,
+                operations,
+                commit_message=commit_message,
+                parent_commit=remote.head,
+            )
+        result.commit = info.oid
+    else:
+        result.created_commit = False
+    try:
+        with _translate_errors(repo_id, f"tag version {tag} of"):
+            if tag in remote.tags and remote.tags[tag] != result.commit:
+                api.delete_tag(repo_id, tag=tag)
+            if remote.tags.get(tag) != result.commit:
+                api.create_tag(repo_id, tag=tag, revision=result.commit, tag_message=commit_message)
+            others = sorted(t for t in remote.tags if t != tag)
+            if purge and (others or remote.num_commits + result.created_commit > 1):
+                for old in others:
+                    api.delete_tag(repo_id, tag=old)
+                    result.purged.append(old)
+                api.delete_tag(repo_id, tag=tag)  # the tag would keep the old history alive
+                api.super_squash_history(
+                    repo_id,
+                    branch="main",
+                    commit_message=f"{tag}: history squashed after a deletion request (earlier versions purged)",
+                )
+                result.commit = api.repo_info(repo_id, revision="main").sha
+                api.create_tag(repo_id, tag=tag, revision=result.commit, tag_message=commit_message)
+                extra = sorted(b for b in remote.branches if b != "main")
+                if extra:
+                    logger.warning(
+                        "Branches %s of %s may still hold weights trained on deleted data; delete them with "
+                        "`HfApi().delete_branch(...)`.", extra, repo_id,
+                    )  # fmt: skip
+    except HubOperationError as err:
+        if result.created_commit:
+            raise type(err)(
+                f"{err} Version {tag} itself was published (commit {result.commit}), but tagging or purging older "
+                "versions did not finish: re-run the same push to finish it."
+            ) from err
+        raise
+    return result
+
+
+def _versions_payload(method: str, versions: list[dict]) -> bytes:
+    payload = {"format": VERSIONS_FORMAT, "format_version": 1, "method": method, "versions": versions}
+    return (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _merge_versions(remote: _RemoteState, new_entries: list[dict], purge: bool) -> list[dict]:
+    """
+    The version list of the new commit: previous entries (with their commit ids filled in from the tags), then the
+    new ones; with `purge`, every earlier version is marked purged.
+    """
+    by_version = {v["version"]: dict(v) for v in remote.versions}
+    for entry in new_entries:
+        old = by_version.get(entry["version"])
+        if old is not None and old.get("status") != "not_pushed":
+            continue  # already on the Hub
+        by_version[entry["version"]] = entry
+    newest = max(by_version)
+    for v in by_version.values():  # the newest version's commit is its tag; earlier ones get theirs recorded now
+        if v["version"] != newest and v.get("status") == "available" and v.get("commit") is None:
+            v["commit"] = remote.tags.get(v["tag"]) or (remote.head if v["version"] == remote.latest else None)
+    for v in by_version.values():
+        if v["version"] != newest and v.get("status") == "available" and (purge or v["tag"] not in remote.tags):
+            v["status"] = "purged"
+            v.setdefault("purged_at", _now())
+    return [by_version[k] for k in sorted(by_version)]
+
+
+def push(
+    directory,
+    repo_id: str,
+    *,
+    private: bool = False,
+    keep_history: bool = False,
+    metrics: dict[str, float] | None = None,
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+    commit_message: str | None = None,
+    token: str | bool | None = None,
+    _before_commit=None,
+) -> HubPushResult:
+    """
+    Push the APA version stored in `directory` to the Hub model repo `repo_id` as tag `vN`.
+
+    Args:
+        directory: an APA directory (written by `APATrainer` or `APARecommender.save_pretrained`). Only read.
+        repo_id (`str`): the Hub model repo; created if missing.
+        private (`bool`, defaults to `False`): create the repo private (an existing repo keeps its visibility).
+        keep_history (`bool`, defaults to `False`): keep every earlier version downloadable even after a deletion
+            request. By default, pushing a version that follows a `forget` event deletes the earlier tags and
+            squashes the history, so no weights trained on forgotten data stay downloadable.
+        metrics (`dict`, *optional*): metric name -> value of this version (card and version list).
+        datasets (`list[str]`, *optional*): Hub dataset ids for the card metadata.
+        base_model (`str`, *optional*): overrides the base model recorded in `apa_config.json` for the card.
+        commit_message (`str`, *optional*): defaults to a summary of the event.
+        token (`str`, *optional*): a Hub token with write access; defaults to the logged-in one.
+
+    Returns:
+        [`HubPushResult`]
+
+    Raises:
+        [`HubAuthError`], [`HubConflictError`] (the Hub is ahead of, or diverged from, the local directory, or
+        another push landed first: pull first), [`HubPushError`] (network or server failure; re-run).
+    """
+    from .apa_recommender import CONFIG_NAME, read_apa_directory
+
+    directory = Path(directory)
+    if not (directory / CONFIG_NAME).is_file():
+        raise FileNotFoundError(
+            f"{str(directory)!r} has no {CONFIG_NAME}: pass an APA directory (written by `APATrainer`), or use "
+            "`push_adapter` for a PEFT adapter directory."
+        )
+    read_apa_directory(directory)  # checksums: never publish a damaged version
+    meta = json.loads((directory / CONFIG_NAME).read_text())
+    version = int(meta["version"])
+    lineage = list(meta.get("lineage", []))
+    token = _token_or_raise(token)
+    api = _api(token)
+    with _translate_errors(repo_id, "create"):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+    with _translate_errors(repo_id, "read the current version of"):
+        remote = _RemoteState(api, repo_id, token)
+    if remote.versions_meta is None and set(remote.tree) - _KEPT_REMOTE - _GENERATED:
+        raise HubConflictError(
+            f"{repo_id!r} already holds files that were not pushed by hf_recunlearn; push to a new repo id."
+        )
+    if remote.versions_meta is not None and remote.versions_meta.get("method") != "apa":
+        raise HubConflictError(f"{repo_id!r} holds a {remote.versions_meta.get('method')!r} adapter repo, not APA.")
+    if remote.latest > version:
+        raise HubConflictError(
+            f"{repo_id!r} is at {_tag(remote.latest)} but {str(directory)!r} holds v{version}: the Hub is ahead. "
+            f"Pull the latest version first (`hf-recunlearn pull --repo-id {repo_id} --revision main ...`)."
+        )
+    if remote.latest:
+        remote_meta = _read_remote_json(repo_id, CONFIG_NAME, remote.head, token) or {}
+        remote_lineage = [_lineage_key(e) for e in remote_meta.get("lineage", [])]
+        same_run = remote_meta.get("ledger", {}).get("salt_id") == meta.get("ledger", {}).get("salt_id")
+        if not same_run or [_lineage_key(e) for e in lineage[: len(remote_lineage)]] != remote_lineage:
+            raise HubConflictError(
+                f"{repo_id!r} holds another history than {str(directory)!r} (a different run, or forget requests "
+                f"applied elsewhere up to {_tag(remote.latest)}). Pull the Hub's latest version, apply your forget "
+                "requests to it, and push again; or push to another repo id."
+            )
+    forget_happened = any(e.get("event") in FORGET_EVENTS for e in lineage)
+    purge = forget_happened and not keep_history
+
+    pushed = {v["version"] for v in remote.versions if v.get("status") != "not_pushed"}
+    new_entries = []
+    for entry in lineage:
+        v = int(entry["version"])
+        if v in pushed:
+            continue
+        status = "available" if v == version else "not_pushed"
+        new = _version_entry(v, entry, entry.get("event", ""), metrics if v == version else None, status)
+        if v == version:
+            new.update(date=_now(), parent_commit=remote.head)
+        new_entries.append(new)
+    if remote.latest == version:  # resuming: the version is there; only tags/purge may be missing
+        versions = _merge_versions(remote, [], purge)
+    else:
+        versions = _merge_versions(remote, new_entries, purge)
+    card = render_model_card(
+        "apa", repo_id, versions, base_model=base_model or meta.get("base_model"), datasets=datasets,
+        metrics=metrics, apa_meta=meta,
+    )  # fmt: skip
+    files: dict[str, Path | bytes] = dict(_local_files(directory))
+    if remote.latest == version:  # resuming an interrupted push: the weights must be the ones on the Hub
+        _, changed, _ = remote.changes(files)
+        if changed:
+            raise HubConflictError(
+                f"{repo_id!r} already has {_tag(version)} with other files ({', '.join(changed[:3])}, ...) than "
+                f"{str(directory)!r}: the same version was produced twice. Pull the Hub's {_tag(version)}, apply "
+                "your forget requests to it, and push again."
+            )
+    files[VERSIONS_FILE] = _versions_payload("apa", versions)
+    files[CARD_FILE] = str(card).encode()
+    current = versions[-1]
+    message = commit_message or (
+        f"{_tag(version)}: {current['event']}"
+        + (f", shards {current['shards_retrained']} retrained" if current["event"] in FORGET_EVENTS else "")
+        + (f", {current['samples_removed']} samples / {current['users_removed']} users removed"
+           if current["event"] in FORGET_EVENTS else "")  # fmt: skip
+    )
+    return _publish(api, repo_id, remote, version, files, purge=purge, commit_message=message, token=token,
+                    _before_commit=_before_commit)  # fmt: skip
+
+
+def push_adapter(
+    directory,
+    repo_id: str,
+    *,
+    method: str = "e2urec",
+    event: str | None = None,
+    metrics: dict[str, float] | None = None,
+    base_model: str | None = None,
+    datasets: list[str] | None = None,
+    samples_removed: int = 0,
+    users_removed: int = 0,
+    seconds: float | None = None,
+    keep_history: bool = False,
+    private: bool = False,
+    commit_message: str | None = None,
+    token: str | bool | None = None,
+) -> HubPushResult:
+    """
+    Push a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`) as the next version `vN` of
+    an adapter repo, with its own card.
+
+    Args:
+        directory: the adapter directory (e.g. a run's `e2urec/` or `original/`). Only read.
+        repo_id (`str`): the Hub model repo; created if missing.
+        method (`str`, defaults to `"e2urec"`): `"e2urec"`, `"tallrec"`/`"original"`, or another method name.
+        event (`str`, *optional*): what produced this version; defaults to `"unlearn"` for E2URec and `"train"`
+            otherwise. An `"unlearn"`/`"forget"` event purges earlier versions unless `keep_history=True`.
+        metrics, base_model, datasets: for the card (`base_model` defaults to the adapter config's).
+        samples_removed, users_removed (`int`): counts for the unlearning log (never ids).
+        seconds (`float`, *optional*): wall time of the event.
+        keep_history, private, commit_message, token: as in [`push`].
+
+    Returns:
+        [`HubPushResult`]; when the Hub already holds exactly these files, no version is added.
+    """
+    directory = Path(directory)
+    if not (directory / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"{str(directory)!r} has no adapter_config.json: pass a PEFT adapter directory (or use `push` for APA)."
+        )
+    event = event or ("unlearn" if method == "e2urec" else "train")
+    if base_model is None:
+        base_model = json.loads((directory / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    token = _token_or_raise(token)
+    api = _api(token)
+    with _translate_errors(repo_id, "create"):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+    with _translate_errors(repo_id, "read the current version of"):
+        remote = _RemoteState(api, repo_id, token)
+    if remote.versions_meta is None and set(remote.tree) - _KEPT_REMOTE - _GENERATED:
+        raise HubConflictError(
+            f"{repo_id!r} already holds files that were not pushed by hf_recunlearn; push to a new repo id."
+        )
+    if remote.versions_meta is not None and remote.versions_meta.get("method") != method:
+        raise HubConflictError(
+            f"{repo_id!r} holds a {remote.versions_meta.get('method')!r} repo, not {method!r}; push to another repo."
+        )
+    local = _local_files(directory)
+    adds, _, deleted = remote.changes(local)
+    purge = event in FORGET_EVENTS and not keep_history
+    if remote.latest and not adds and not deleted:  # the Hub already has these weights: finish tags/purge only
+        version = remote.latest
+        versions = _merge_versions(remote, [], purge)
+    else:
+        version = remote.latest + 1
+        entry = _version_entry(version, None, event, metrics, "available")
+        entry.update(samples_removed=int(samples_removed), users_removed=int(users_removed), seconds=seconds,
+                     date=_now(), parent_commit=remote.head)  # fmt: skip
+        versions = _merge_versions(remote, [entry], purge)
+    card = render_model_card(method, repo_id, versions, base_model=base_model, datasets=datasets, metrics=metrics)
+    files: dict[str, Path | bytes] = dict(local)
+    files[VERSIONS_FILE] = _versions_payload(method, versions)
+    files[CARD_FILE] = str(card).encode()
+    message = commit_message or f"{_tag(version)}: {event} ({method})"
+    return _publish(api, repo_id, remote, version, files, purge=purge, commit_message=message, token=token)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pull and list
+
+
+def list_versions(repo_id: str, *, token: str | bool | None = None) -> list[HubVersion]:
+    """
+    Every version of a repo pushed by hf_recunlearn, oldest first, with what each event did (counts only).
+
+    A version is `available` when its tag exists (`commit` is where the tag points now), `purged` when it was removed
+    after a deletion request, `not_pushed` when it only existed locally.
+    """
+    api = _api(token)
+    with _translate_errors(repo_id, "list the versions of"):
+        head = api.repo_info(repo_id, revision="main").sha
+        refs = api.list_repo_refs(repo_id)
+        meta = _read_remote_json(repo_id, VERSIONS_FILE, head, token)
+    if meta is None:
+        raise HubRepoNotFoundError(f"{repo_id!r} has no {VERSIONS_FILE}: it was not pushed by hf_recunlearn.")
+    tags = {t.name: t.target_commit for t in refs.tags}
+    out = []
+    for v in meta.get("versions", []):
+        status = "available" if v["tag"] in tags else ("purged" if v.get("status") == "available" else v["status"])
+        out.append(HubVersion(
+            version=int(v["version"]), tag=v["tag"], status=status, commit=tags.get(v["tag"], v.get("commit")),
+            event=v.get("event", ""), shards_retrained=list(v.get("shards_retrained", [])),
+            samples_removed=int(v.get("samples_removed", 0)), users_removed=int(v.get("users_removed", 0)),
+            seconds=v.get("seconds"), date=v.get("date"), metrics=dict(v.get("metrics") or {}),
+        ))  # fmt: skip
+    return out
+
+
+def _resolve_revision(api, repo_id: str, revision: str, token) -> str:
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    try:
+        with _translate_errors(repo_id, "read", revision):
+            return api.repo_info(repo_id, revision=revision).sha
+    except HubRevisionNotFoundError as err:
+        try:
+            versions = list_versions(repo_id, token=token)
+        except (HubOperationError, RevisionNotFoundError):
+            raise err from None
+        known = {v.tag: v for v in versions}
+        available = ", ".join(v.tag for v in versions if v.status == "available") or "none"
+        if revision in known and known[revision].status == "purged":
+            raise HubRevisionNotFoundError(
+                f"{revision!r} of {repo_id!r} was purged after a deletion request: its weights were trained on data "
+                f"that has since been forgotten, so it can no longer be downloaded. Available versions: {available}."
+            ) from err.__cause__
+        raise HubRevisionNotFoundError(f"{err} Available versions: {available}.") from err.__cause__
+
+
+def pull(
+    repo_id: str,
+    revision: str = "main",
+    output_dir=None,
+    *,
+    token: str | bool | None = None,
+    cache_dir=None,
+) -> Path:
+    """
+    Download one version of a repo pushed by hf_recunlearn.
+
+    Args:
+        repo_id (`str`): the Hub repo.
+        revision (`str`, defaults to `"main"`): a version tag (`"v2"`), branch or commit id.
+        output_dir (*optional*): a directory to create with the version's files (it must not exist or be empty);
+            written completely or not at all. Defaults to `None`: return the path in the Hugging Face cache.
+        token, cache_dir: passed to `huggingface_hub`.
+
+    Returns:
+        `Path`: the directory holding the version (an APA directory for APA repos, an adapter for adapter repos).
+
+    Raises:
+        [`HubRepoNotFoundError`], [`HubRevisionNotFoundError`] (also for purged versions, saying so),
+        [`HubPushError`] on network errors.
+    """
+    from huggingface_hub import snapshot_download
+
+    from .apa_recommender import CONFIG_NAME, read_apa_directory
+
+    api = _api(token)
+    sha = _resolve_revision(api, repo_id, revision, token)
+    if output_dir is None:
+        with _translate_errors(repo_id, "download", revision):
+            path = Path(snapshot_download(repo_id, revision=sha, cache_dir=cache_dir, token=token))
+        if (path / CONFIG_NAME).is_file():
+            read_apa_directory(path)
+        return path
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise FileExistsError(f"`output_dir` {str(output_dir)!r} is not empty; pass a new or empty directory.")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = output_dir.parent / f".{output_dir.name}.pull-{uuid.uuid4().hex[:12]}"
+    try:
+        with _translate_errors(repo_id, "download", revision):
+            snapshot_download(repo_id, revision=sha, local_dir=staging, token=token, cache_dir=cache_dir)
+        shutil.rmtree(staging / ".cache", ignore_errors=True)
+        if (staging / CONFIG_NAME).is_file():
+            read_apa_directory(staging)  # verifies every shard's sha256 against the metadata
+        if output_dir.exists():
+            output_dir.rmdir()
+        os.rename(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir

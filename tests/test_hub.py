@@ -1,0 +1,405 @@
+"""
+Versioned Hub repos (`hf_recunlearn.hub`) against the real `huggingface_hub` client and the test Hub server: push
+one commit per version, pull by revision, purge history after a deletion, model cards, failures. No mocks.
+"""
+
+import hashlib
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from huggingface_hub import HfApi, ModelCard
+from peft import PeftModel, get_peft_model_state_dict
+from safetensors.torch import load_file
+
+from hf_recunlearn import hub
+from hf_recunlearn.apa_recommender import APARecommender
+from hf_recunlearn.hub import (
+    HubAuthError,
+    HubConflictError,
+    HubPushError,
+    HubRepoNotFoundError,
+    HubRevisionNotFoundError,
+)
+from hf_recunlearn.partition import ShardLedger, load_or_create_salt
+from hf_recunlearn.trainer import APATrainer
+
+from apa_helpers import apa_args, single_thread, tiny_base, tiny_datasets, tiny_tokenizer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """
+    A K=3 APA model: `v1` after training, and `v2` after forgetting one user (trained once for the module).
+    Returns the data, tokenizer, base model, both directories, the forgotten user and the retrained shard.
+    """
+    ds = tiny_datasets()
+    tok = tiny_tokenizer(ds)
+    base = tiny_base(tok)
+    root = tmp_path_factory.mktemp("hub-apa")
+    args = apa_args(root / "v1", root / "salts")
+    valid = {"valid": ds["valid"]}
+    APATrainer(base, args, train_dataset=ds["train"], eval_dataset=valid, processing_class=tok).train()
+    shutil.copytree(root / "v1", root / "v2")
+    trainer = APATrainer(
+        APARecommender.from_pretrained(root / "v2", base_model=base, tokenizer=tok),
+        apa_args(root / "v2", root / "salts"),
+        train_dataset=ds["train"],
+        eval_dataset={"valid": ds["valid"]},
+        processing_class=tok,
+    )
+    user = ds["train"][0]["user_id"]
+    report = trainer.forget(user_ids=[user])
+    (k,) = report.affected_shards
+    return {"ds": ds, "tok": tok, "base": base, "root": root, "v1": root / "v1", "v2": root / "v2", "user": user,
+            "shard": k, "report": report, "salts": root / "salts", "trainer": trainer}  # fmt: skip
+
+
+@pytest.fixture
+def api(hub_server):
+    return HfApi()
+
+
+@pytest.fixture
+def repo_id(hub_server):
+    return f"user/apa-{uuid.uuid4().hex[:8]}"
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def shard_bytes(folder: Path, k: int) -> bytes:
+    return (folder / f"shard_{k:02d}" / "adapter_model.safetensors").read_bytes()
+
+
+def lfs_uploads_since(hub_server, start: int) -> int:
+    return sum(1 for r in hub_server.request_log[start:] if "/lfs-upload/" in r.path and r.method == "PUT")
+
+
+def local_predictions(runs, version: str) -> np.ndarray:
+    rec = APARecommender.from_pretrained(runs[version], base_model=runs["base"], tokenizer=runs["tok"])
+    return rec.predict(runs["ds"]["test"])
+
+
+# ---------------------------------------------------------------------------------------------------- push and pull
+
+
+def test_push_versions_keep_history_and_pull_each_by_revision(runs, hub_server, api, repo_id, tmp_path):
+    k = runs["shard"]
+    before = {v: digests(runs[v]) for v in ("v1", "v2")}
+    first = hub.push(runs["v1"], repo_id, metrics={"auc": 0.61})
+    assert (first.version, first.tag, first.created_commit, first.purged) == (1, "v1", True, [])
+    assert {"apa_config.json", "apa_state.safetensors", "README.md", "unlearning_versions.json",
+            "shard_00/adapter_model.safetensors", "shard_02/adapter_config.json"} <= set(first.uploaded)  # fmt: skip
+
+    start = len(hub_server.request_log)
+    second = hub.push(runs["v2"], repo_id, keep_history=True)
+    # One commit for the version, parented on v1, holding only what the forget event changed.
+    commits = api.list_repo_commits(repo_id)
+    assert [c.commit_id for c in commits[:2]] == [second.commit, first.commit]
+    assert sorted(second.uploaded) == sorted([
+        "README.md", "apa_config.json", "apa_state.safetensors", f"shard_{k:02d}/adapter_model.safetensors",
+        "unlearning_versions.json",
+    ])  # fmt: skip
+    assert second.deleted == [] and second.purged == []
+    assert lfs_uploads_since(hub_server, start) == 2  # the retrained shard and the aggregation state, nothing else
+    tree = {v: {f.path: f.blob_id for f in api.list_repo_tree(repo_id, recursive=True, revision=v)
+                if hasattr(f, "blob_id")} for v in ("v1", "v2")}  # fmt: skip
+    changed = {p for p in tree["v2"] if tree["v1"].get(p) != tree["v2"][p]}
+    assert changed == set(second.uploaded)
+    refs = api.list_repo_refs(repo_id)
+    assert {t.name: t.target_commit for t in refs.tags} == {"v1": first.commit, "v2": second.commit}
+
+    versions = hub.list_versions(repo_id)
+    assert [(v.tag, v.status, v.event, v.commit) for v in versions] == [
+        ("v1", "available", "train", first.commit),
+        ("v2", "available", "forget", second.commit),
+    ]
+    assert versions[1].shards_retrained == [k] and versions[1].users_removed == 1
+    assert versions[1].samples_removed == runs["report"].samples_removed and versions[0].metrics == {"auc": 0.61}
+    assert versions[1].date and versions[1].seconds > 0
+
+    # Pull each version into a fresh directory: the same adapters, byte for byte, and the same predictions.
+    for version in ("v1", "v2"):
+        out = hub.pull(repo_id, version, tmp_path / f"pulled-{version}")
+        local = digests(runs[version])
+        pulled = digests(out)
+        assert {p: local[p] for p in local} == {p: pulled[p] for p in local}
+        rec = APARecommender.from_pretrained(repo_id, revision=version, base_model=runs["base"],
+                                             cache_dir=tmp_path / f"cache-{version}")  # fmt: skip
+        assert rec.version == int(version[1:])
+        np.testing.assert_array_equal(rec.predict(runs["ds"]["test"]), local_predictions(runs, version))
+
+    # Each shard is a plain PEFT adapter: loadable from the repo by subfolder and revision.
+    base = runs["base"]
+    peft_model = PeftModel.from_pretrained(base, repo_id, subfolder=f"shard_{k:02d}", revision="v1",
+                                           cache_dir=tmp_path / "peft-cache")  # fmt: skip
+    try:
+        state = get_peft_model_state_dict(peft_model)
+    finally:
+        peft_model.unload()
+    on_disk = load_file(str(runs["v1"] / f"shard_{k:02d}" / "adapter_model.safetensors"))
+    assert set(state) == set(on_disk) and all(torch.equal(state[n], on_disk[n]) for n in on_disk)
+    assert {v: digests(runs[v]) for v in ("v1", "v2")} == before  # pushing and pulling only read the runs
+
+
+def test_default_purge_after_forget_leaves_no_weights_that_saw_the_user(runs, hub_server, api, repo_id, tmp_path):
+    k = runs["shard"]
+    hub.push(runs["v1"], repo_id)
+    old_shard = shard_bytes(runs["v1"], k)
+    assert hub_server.is_reachable(old_shard, repo_id)
+    result = hub.push(runs["v2"], repo_id)
+    assert result.purged == ["v1"]
+
+    # No revision, tag or commit still holds the pre-forget weights of the retrained shard, nor its aggregation state.
+    assert not hub_server.is_reachable(old_shard, repo_id)
+    assert not hub_server.is_reachable((runs["v1"] / "apa_state.safetensors").read_bytes(), repo_id)
+    assert [c.commit_id for c in api.list_repo_commits(repo_id)] == [result.commit]
+    assert [(t.name, t.target_commit) for t in api.list_repo_refs(repo_id).tags] == [("v2", result.commit)]
+    # Unaffected shards keep their v1 weights (same bytes), and v2 loads and predicts as the local model does.
+    for j in range(3):
+        if j != k:
+            assert shard_bytes(runs["v1"], j) == shard_bytes(runs["v2"], j)
+            assert hub_server.is_reachable(shard_bytes(runs["v1"], j), repo_id)
+    rec = APARecommender.from_pretrained(repo_id, revision="v2", base_model=runs["base"], cache_dir=tmp_path / "c")
+    np.testing.assert_array_equal(rec.predict(runs["ds"]["test"]), local_predictions(runs, "v2"))
+
+    # The lineage survives: v1 is listed as purged, and asking for it says why it is gone.
+    versions = hub.list_versions(repo_id)
+    assert [(v.tag, v.status, v.event) for v in versions] == [("v1", "purged", "train"), ("v2", "available", "forget")]
+    with pytest.raises(HubRevisionNotFoundError, match="purged after a deletion request.*Available versions: v2"):
+        hub.pull(repo_id, "v1", tmp_path / "gone")
+    assert not (tmp_path / "gone").exists()
+
+    # Pushing the same version again changes nothing on the Hub.
+    again = hub.push(runs["v2"], repo_id)
+    assert not again.created_commit and again.commit == result.commit and again.purged == []
+
+
+def test_no_raw_id_of_any_user_is_pushed(runs, hub_server, repo_id):
+    hub.push(runs["v1"], repo_id)
+    hub.push(runs["v2"], repo_id, keep_history=True)
+    blobs = b"".join(hub_server.reachable_blobs(repo_id).values())
+    ds = runs["ds"]["train"]
+    user = runs["user"]
+    samples = [s for s, u in zip(ds["sample_id"], ds["user_id"]) if u == user]
+    assert user.encode() not in blobs and not any(s.encode() in blobs for s in samples)
+    assert b"person-" not in blobs  # nobody's raw id (every test user id is "person-...-qzx")
+    # What is there is the salted hash of the forgotten user, in v1's ledger only; the salt itself stays local.
+    meta = json.loads((runs["v1"] / "apa_config.json").read_text())
+    salt = load_or_create_salt(meta["ledger"]["salt_id"], runs["salts"])
+    ledger = ShardLedger.from_dict(meta["ledger"], salt)
+    assert ledger.hash_user(user).encode() in blobs
+    assert salt.hex().encode() not in blobs and salt not in blobs
+
+
+def test_trainer_and_recommender_push_to_hub(runs, hub_server, api, repo_id, tmp_path):
+    # A recommender loaded from a directory pushes that directory; one built in memory is saved to a temporary one.
+    loaded = APARecommender.from_pretrained(runs["v1"], base_model=runs["base"], tokenizer=runs["tok"])
+    assert loaded.push_to_hub(repo_id, private=True).tag == "v1"
+    assert api.repo_info(repo_id).private
+    with pytest.raises(HubRepoNotFoundError, match="token cannot see it"):
+        hub.list_versions(repo_id, token=False)  # anonymous readers cannot see a private repo
+
+    before = digests(runs["v2"])
+    result = runs["trainer"].push_to_hub(repo_id)  # the trainer's output_dir holds its current version (v2)
+    assert (result.tag, result.purged) == ("v2", ["v1"])
+    assert f"shard_{runs['shard']:02d}/adapter_model.safetensors" in result.uploaded
+    assert digests(runs["v2"]) == before
+
+    in_memory = APARecommender(runs["base"], runs["tok"], loaded.state)
+    other = f"user/apa-{uuid.uuid4().hex[:8]}"
+    assert in_memory.push_to_hub(other).tag == "v1"
+    pulled = hub.pull(other, "v1", tmp_path / "pulled")
+    for k in range(3):
+        assert shard_bytes(pulled, k) == shard_bytes(runs["v1"], k)
+
+
+# ---------------------------------------------------------------------------------------------------- model cards
+
+
+def test_model_card_of_a_real_run_is_valid_hub_yaml(runs, api, repo_id):
+    hub.push(runs["v1"], repo_id, metrics={"auc": 0.61, "logloss": 0.69}, datasets=["user/ml-100k"])
+    hub.push(runs["v2"], repo_id, metrics={"auc": 0.6})
+    card = ModelCard.load(repo_id)
+    card.validate()  # the Hub's YAML validation (the test server's /api/validate-yaml)
+    front = yaml.safe_load(card.content.split("---")[1])
+    assert front["library_name"] == "peft"
+    assert front["tags"] == ["hf_recunlearn", "recommendation", "machine-unlearning", "apa"]
+    assert front["metrics"] == ["auc"] and "datasets" not in front
+    assert "base_model" not in front  # the tiny test base is not a Hub model
+    text = card.text
+    assert "arXiv:2404.10327" in text and "Exact and Efficient Unlearning" in text
+    k = runs["shard"]
+    assert "| v1 | train | 0, 1, 2 | 0 | 0 |" in text and "| purged |" in text
+    assert f"| v2 | forget | {k} | {runs['report'].samples_removed} | 1 |" in text
+    assert f'APARecommender.from_pretrained("{repo_id}", revision="v2"' in text
+    assert 'subfolder="shard_00", revision="v2"' in text
+    assert api.model_info(repo_id).card_data.library_name == "peft"
+
+    # A Hub base model goes in the metadata.
+    rendered = hub.render_model_card("apa", repo_id, hub.list_versions(repo_id) and [
+        {"tag": "v1", "version": 1, "event": "train"}], base_model="Qwen/Qwen2.5-0.5B")  # fmt: skip
+    rendered.validate()
+    assert yaml.safe_load(str(rendered).split("---")[1])["base_model"] == "Qwen/Qwen2.5-0.5B"
+
+
+def test_adapter_repo_versions_card_and_purge(runs, hub_server, api, tmp_path):
+    repo_id = f"user/e2urec-{uuid.uuid4().hex[:8]}"
+    k = runs["shard"]
+    original, unlearned = runs["v1"] / f"shard_{k:02d}", runs["v2"] / f"shard_{k:02d}"
+    first = hub.push_adapter(original, repo_id, method="tallrec", metrics={"auc": 0.6})
+    assert first.tag == "v1"
+    with pytest.raises(HubConflictError, match="'tallrec' repo, not 'e2urec'"):
+        hub.push_adapter(unlearned, repo_id, method="e2urec")
+
+    repo_id = f"user/e2urec-{uuid.uuid4().hex[:8]}"
+    hub.push_adapter(original, repo_id, method="e2urec", event="train")
+    second = hub.push_adapter(unlearned, repo_id, method="e2urec", metrics={"auc": 0.58}, samples_removed=8,
+                              users_removed=1, seconds=1.5)  # fmt: skip
+    assert (second.tag, second.purged) == ("v2", ["v1"])
+    assert not hub_server.is_reachable(shard_bytes(runs["v1"], k), repo_id)
+    assert [(v.tag, v.status, v.event) for v in hub.list_versions(repo_id)] == [
+        ("v1", "purged", "train"), ("v2", "available", "unlearn")]  # fmt: skip
+    card = ModelCard.load(repo_id)
+    card.validate()
+    front = yaml.safe_load(card.content.split("---")[1])
+    assert front["library_name"] == "peft" and "e2urec" in front["tags"] and "machine-unlearning" in front["tags"]
+    assert "arXiv:2403.03536" in card.text and "| v2 | unlearn | - | 8 | 1 | 1.50 | available |" in card.text
+    peft_model = PeftModel.from_pretrained(runs["base"], repo_id, revision="v2", cache_dir=tmp_path / "c")
+    try:
+        state = get_peft_model_state_dict(peft_model)
+    finally:
+        peft_model.unload()
+    expected = load_file(str(unlearned / "adapter_model.safetensors"))
+    assert all(torch.equal(state[n], expected[n]) for n in expected)
+    assert hub.pull(repo_id, "v2", tmp_path / "out").joinpath("adapter_model.safetensors").read_bytes() == (
+        unlearned / "adapter_model.safetensors").read_bytes()  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- failures
+
+
+def test_missing_or_invalid_token(runs, api, repo_id, monkeypatch):
+    before = digests(runs["v1"])
+    with pytest.raises(HubAuthError, match="HF_TOKEN"):
+        hub.push(runs["v1"], repo_id, token="hf_wrong")
+    with monkeypatch.context() as env:
+        env.delenv("HF_TOKEN")
+        with pytest.raises(HubAuthError, match="No Hugging Face token.*hf auth login"):
+            hub.push(runs["v1"], repo_id)
+    assert not api.repo_exists(repo_id)
+    assert digests(runs["v1"]) == before
+
+
+def test_repo_and_revision_not_found(runs, repo_id, tmp_path):
+    with pytest.raises(HubRepoNotFoundError, match="not found"):
+        hub.list_versions("user/does-not-exist")
+    with pytest.raises(HubRepoNotFoundError):
+        hub.pull("user/does-not-exist", "v1", tmp_path / "a")
+    with pytest.raises(HubRepoNotFoundError):
+        APARecommender.from_pretrained("user/does-not-exist", base_model=runs["base"], cache_dir=tmp_path / "c")
+    hub.push(runs["v1"], repo_id)
+    with pytest.raises(HubRevisionNotFoundError, match="'v9'.*does not exist.*Available versions: v1"):
+        hub.pull(repo_id, "v9", tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ValueError, match="local directory"):
+        APARecommender.from_pretrained(runs["v1"], revision="v1")
+
+
+def test_concurrent_push_is_refused_and_changes_nothing(runs, hub_server, api, repo_id):
+    hub.push(runs["v1"], repo_id)
+    before = digests(runs["v2"])
+    racer = {}
+
+    def another_push_lands_first():  # a real commit by another writer, between our read of the head and our commit
+        racer["oid"] = api.upload_file(path_or_fileobj=b"notes", path_in_repo="NOTES.md", repo_id=repo_id).oid
+
+    with pytest.raises(HubConflictError, match="Another push .* landed.*Pull the latest version first"):
+        hub.push(runs["v2"], repo_id, _before_commit=another_push_lands_first)
+    assert api.repo_info(repo_id).sha == racer["oid"]
+    assert not hub_server.is_reachable(shard_bytes(runs["v2"], runs["shard"]), repo_id)
+    assert [t.name for t in api.list_repo_refs(repo_id).tags] == ["v1"]
+    assert digests(runs["v2"]) == before
+
+    # The Hub ahead of the local directory: refused before anything is sent.
+    other = f"user/apa-{uuid.uuid4().hex[:8]}"
+    hub.push(runs["v2"], other, keep_history=True)
+    head = api.repo_info(other).sha
+    with pytest.raises(HubConflictError, match="is at v2 .* holds v1: the Hub is ahead. Pull"):
+        hub.push(runs["v1"], other)
+    assert api.repo_info(other).sha == head
+
+
+def test_network_error_mid_push_leaves_no_half_version(runs, hub_server, api, repo_id):
+    hub.push(runs["v1"], repo_id)
+    head = api.repo_info(repo_id).sha
+    before = digests(runs["v2"])
+    new_shard = shard_bytes(runs["v2"], runs["shard"])
+
+    hub_server.fail_next("/lfs-upload/", status=403)  # not retried by the client
+    with pytest.raises(HubPushError, match="no commit was made"):
+        hub.push(runs["v2"], repo_id)
+    fault = hub_server.fail_next("/commit/", drop_connection=True)  # the connection dies during the commit request
+    with pytest.raises(HubPushError, match="Network error.*re-run the same push"):
+        hub.push(runs["v2"], repo_id)
+    assert fault.triggered == 1
+    assert api.repo_info(repo_id).sha == head and not hub_server.is_reachable(new_shard, repo_id)
+    assert [t.name for t in api.list_repo_refs(repo_id).tags] == ["v1"]
+    assert digests(runs["v2"]) == before
+
+    # Re-running the push finishes the job.
+    assert hub.push(runs["v2"], repo_id).tag == "v2" and hub_server.is_reachable(new_shard, repo_id)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_push_versions_pull(runs, hub_server, repo_id, tmp_path, capsys):
+    from hf_recunlearn.cli import main, resolve_push_source
+    from hf_recunlearn.runs import RunDir, RunInfo
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["v1"], run / "apa")
+    RunDir(run).save_info(RunInfo(data="synthetic", preset="apa", template="e2urec", base_model="builtin",
+                                  metrics={"apa": {"auc": 0.625, "note": "text is skipped"}}))  # fmt: skip
+    assert resolve_push_source(run) == ("apa", run / "apa")
+    assert resolve_push_source(runs["v1"] / "shard_00") == ("e2urec", runs["v1"] / "shard_00")
+
+    assert main(["push", "--run", str(run), "--repo-id", repo_id, "--json", str(tmp_path / "p1.json")]) == 0
+    first = json.loads((tmp_path / "p1.json").read_text())
+    assert (first["method"], first["tag"], first["version"]) == ("apa", "v1", 1)
+    shutil.rmtree(run / "apa")
+    shutil.copytree(runs["v2"], run / "apa")
+    assert main(["push", "--run", str(run), "--repo-id", repo_id, "--keep-history"]) == 0
+
+    assert main(["versions", "--repo-id", repo_id, "--json", str(tmp_path / "versions.json")]) == 0
+    listed = json.loads((tmp_path / "versions.json").read_text())["versions"]
+    assert [(v["tag"], v["status"], v["event"]) for v in listed] == [("v1", "available", "train"),
+                                                                     ("v2", "available", "forget")]  # fmt: skip
+    assert listed[0]["metrics"] == {"auc": 0.625}
+
+    assert main(["pull", "--repo-id", repo_id, "--revision", "v1", "--output-dir", str(tmp_path / "v1")]) == 0
+    assert digests(runs["v1"]) == {p: d for p, d in digests(tmp_path / "v1").items() if p in digests(runs["v1"])}
+
+    capsys.readouterr()
+    assert main(["pull", "--repo-id", repo_id, "--revision", "v9", "--output-dir", str(tmp_path / "v9")]) == 2
+    assert "'v9'" in capsys.readouterr().err
+    assert main(["push", "--run", str(tmp_path / "v1" / "shard_00"), "--repo-id", repo_id, "--method", "apa"]) == 2
+    assert "holds no 'apa' model" in capsys.readouterr().err
