@@ -81,7 +81,7 @@ def time_e2urec(base, tokenizer, split, batch_size, steps, warmup) -> tuple[list
     timer = StepTimer(warmup)
     # The augmented model is a copy of the base on purpose (its training is not timed): silence the warning that
     # such a teacher forgets nothing.
-    warnings.filterwarnings("ignore", message="The augmented model's answers")
+    warnings.filterwarnings("ignore", message="The forgetting teacher's answers")
     with tempfile.TemporaryDirectory() as out:
         trainer = E2URecTrainer(
             copy.deepcopy(base),

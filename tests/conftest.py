@@ -21,11 +21,15 @@ HUB_ENV = prepare_hub_environment()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the `hub_server` fixture turns it off for the tests that use it
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402, F401
+import torch  # noqa: E402
 import transformers  # noqa: E402, F401
 
 import hf_recunlearn.trainer  # noqa: E402, F401
 
+
+# Tiny models gain nothing from intra-op threads, and on a shared CPU OpenMP threads that wait for each other made a
+# 0.2 s training test take 10 s. One thread keeps the suite fast however busy the machine is.
+torch.set_num_threads(1)
 
 # Every `Trainer.train()` runs `gc.collect()` (accelerate's `free_memory`); with torch and transformers loaded that
 # walks hundreds of thousands of long-lived objects each time (about 0.45 s here). Freezing them keeps a tiny

@@ -144,9 +144,10 @@ def test_an_augmented_model_equal_to_the_original_is_flagged(tiny_data, tmp_path
         forget_dataset=tiny_data["split"].forget,
         processing_class=tiny_data["tokenizer"],
     )
-    with pytest.warns(UserWarning, match="`augment_learning_rate`"):
+    with pytest.warns(UserWarning, match="Raise `alpha`, `augment_learning_rate`"):
         trainer.compute_teacher_outputs()
     assert trainer.augmented_shift == pytest.approx(0.0, abs=1e-5)
+    assert trainer.teacher_shift == pytest.approx(0.0, abs=1e-5)
 
 
 def test_beta_one_and_zero_reduce_to_forgetting_and_remembering(tiny_data, tmp_path):

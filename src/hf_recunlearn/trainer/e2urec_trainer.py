@@ -23,9 +23,9 @@ from .rec_trainer import RecTrainer, make_lora_config
 
 
 AUGMENT_ADAPTER = "e2urec_augment"
-# Below this mean |change of the Yes/No log-odds| on D_f, the augmented model is the original for all practical
-# purposes: with alpha = 2 the teacher would move each answer by less than 0.1 in log-odds.
-MIN_AUGMENTED_SHIFT = 0.05
+# Below this mean |change of the Yes/No log-odds| on D_f, the forgetting teacher is the original for all practical
+# purposes (a change of 0.05 in log-odds moves P(like) by about 0.01).
+MIN_TEACHER_SHIFT = 0.05
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,9 @@ class E2URecTrainer(UnlearningTrainer):
         if isinstance(augmented_model, PeftModel):
             augmented_model = augmented_model.merge_and_unload()
         self.augmented_model = augmented_model
-        self.augmented_shift: float | None = None  # mean |change of the Yes/No log-odds| on D_f, set by train()
+        # Mean |change of the Yes/No log-odds| on D_f of the augmented model and of the forgetting teacher (train()).
+        self.augmented_shift: float | None = None
+        self.teacher_shift: float | None = None
         self._augment_source: PreTrainedModel | None = None
         super().__init__(
             model,
@@ -131,28 +133,32 @@ class E2URecTrainer(UnlearningTrainer):
         """
         original_forget = self.teacher_logits(None, self.forget_dataset)
         augmented_forget = self._augmented_logits()
-        self._check_augmented_shift(original_forget, augmented_forget)
         forget = forgetting_teacher_logits(
             original_forget, augmented_forget, self.args.alpha, form=self.args.teacher_form
         )
+        self._check_teacher_shift(original_forget, augmented_forget, forget)
         retain = self.teacher_logits(None, self.paired_retain_dataset)
         return {"forget": forget, "retain": retain}
 
-    def _check_augmented_shift(self, original: torch.Tensor, augmented: torch.Tensor) -> None:
-        """Warn when fine-tuning on D_f left the answers unchanged: the forgetting teacher would be the original."""
+    def _check_teacher_shift(self, original: torch.Tensor, augmented: torch.Tensor, teacher: torch.Tensor) -> None:
+        """Record how far the augmented model and the forgetting teacher moved the answers; warn if nowhere."""
         if self.args.kl_scope == "full":
             ids = [self.answer_tokens.no_id, self.answer_tokens.yes_id]
-            original, augmented = original[:, ids], augmented[:, ids]
+            original, augmented, teacher = original[:, ids], augmented[:, ids], teacher[:, ids]
         log_odds = lambda v: v[:, 1] - v[:, 0]  # noqa: E731
         self.augmented_shift = float((log_odds(augmented) - log_odds(original)).abs().mean())
-        logger.info("Augmented model: mean |change of the Yes/No log-odds| on D_f = %.4f", self.augmented_shift)
-        if self.augmented_shift < MIN_AUGMENTED_SHIFT:
+        self.teacher_shift = float((log_odds(teacher) - log_odds(original)).abs().mean())
+        logger.info(
+            "Mean |change of the Yes/No log-odds| on D_f: augmented model %.4f, forgetting teacher %.4f",
+            self.augmented_shift,
+            self.teacher_shift,
+        )
+        if self.teacher_shift < MIN_TEACHER_SHIFT:
             warnings.warn(
-                f"The augmented model's answers on the forget set differ from the original's by a mean |change of "
-                f"the Yes/No log-odds| of {self.augmented_shift:.2e}, so the forgetting teacher is the original and "
-                "little will be forgotten. Raise `augment_learning_rate` (the reference's 5e-5 suits a pretrained "
-                "T5-base; a model trained at a higher rate needs about that rate) or `augment_epochs`, or pass a "
-                "more strongly fine-tuned `augmented_model`.",
+                f"The forgetting teacher's answers on the forget set differ from the original's by a mean |change of "
+                f"the Yes/No log-odds| of {self.teacher_shift:.2e} (the augmented model's by "
+                f"{self.augmented_shift:.2e}), so little will be forgotten. Raise `alpha`, `augment_learning_rate` "
+                "or `augment_epochs`, or pass a more strongly fine-tuned `augmented_model`.",
                 UserWarning,
                 stacklevel=3,
             )
