@@ -142,7 +142,7 @@ def _train(args) -> dict[str, Any]:
         template=args.template,
         history_len=args.history_len,
         num_samples=args.num_samples,
-        pretrain_user_fraction=0.3 if builtin and not args.data.startswith("tallrec") else 0.0,
+        pretrain_user_fraction=0.3 if builtin else 0.0,  # ignored for tallrec:PATH, which has no interactions
         seed=args.seed,
     )
     run.path.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
 from .data import RecData, build_datasets, build_samples, load_data, parse_data_spec
-from .data.instructions import split_by_size, split_by_time, PRESETS
+from .data.instructions import split_preset
 from .metrics import utility_metrics
 from .models import build_tiny_model, build_tokenizer, load_model
 from .scoring import score
@@ -64,12 +64,7 @@ def prepare_data(
         data, held_out = split_users(data, pretrain_user_fraction, seed)
         pretrain = build_samples(held_out, template=template, history_len=history_len)
     samples = build_samples(data, template=template, history_len=history_len)
-    if preset == "e2urec":
-        datasets = split_by_time(samples, num_samples or PRESETS["e2urec"]["num_samples"], PRESETS["e2urec"]["ratios"])
-    elif preset == "apa":
-        datasets = split_by_size(samples, PRESETS["apa"]["sizes"], seed=seed)
-    else:
-        raise ValueError(f"`preset` must be 'e2urec' or 'apa', got {preset!r}.")
+    datasets = split_preset(samples, preset, num_samples=num_samples, seed=seed)
     return PreparedData(datasets, pretrain, data)
 
 

@@ -2,7 +2,16 @@
 
 from .core import DATA_SPECS, DataFormatError, RecData, parse_data_spec
 from .forget import ForgetSplit, make_forget_split
-from .instructions import PRESETS, build_datasets, build_samples, load_data, make_sample_id, split_by_size, split_by_time
+from .instructions import (
+    PRESETS,
+    build_datasets,
+    build_samples,
+    load_data,
+    make_sample_id,
+    split_by_size,
+    split_by_time,
+    split_preset,
+)
 from .loaders import (
     load_bookcrossing,
     load_movielens_1m,
@@ -37,4 +46,5 @@ __all__ = [
     "parse_data_spec",
     "split_by_size",
     "split_by_time",
+    "split_preset",
 ]

@@ -161,9 +161,18 @@ def build_datasets(
             return _split_tallrec(load_tallrec_json(path), preset, num_samples, sizes, seed)
         data = load_data(data)
     samples = build_samples(data, template=template, history_len=history_len, min_history=min_history)
+    return split_preset(samples, preset, num_samples=num_samples, sizes=sizes, seed=seed)
+
+
+def split_preset(
+    samples: Dataset, preset: str, num_samples: int | None = None, sizes: tuple[int, int, int] | None = None, seed: int = 0
+) -> DatasetDict:
+    """Split time-ordered samples with a preset: `"e2urec"` ([`split_by_time`]) or `"apa"` ([`split_by_size`])."""
     if preset == "e2urec":
         return split_by_time(samples, num_samples or PRESETS["e2urec"]["num_samples"], PRESETS["e2urec"]["ratios"])
-    return split_by_size(samples, sizes or PRESETS["apa"]["sizes"], seed=seed)
+    if preset == "apa":
+        return split_by_size(samples, sizes or PRESETS["apa"]["sizes"], seed=seed)
+    raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {preset!r}.")
 
 
 def _split_tallrec(found: DatasetDict, preset, num_samples, sizes, seed) -> DatasetDict:
@@ -173,6 +182,4 @@ def _split_tallrec(found: DatasetDict, preset, num_samples, sizes, seed) -> Data
     from datasets import concatenate_datasets
 
     pooled = concatenate_datasets([found[name] for name in found])
-    if preset == "e2urec":
-        return split_by_time(pooled, num_samples, PRESETS["e2urec"]["ratios"])
-    return split_by_size(pooled, sizes or PRESETS["apa"]["sizes"], seed=seed)
+    return split_preset(pooled, preset, num_samples=num_samples, sizes=sizes, seed=seed)
