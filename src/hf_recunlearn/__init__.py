@@ -38,6 +38,7 @@ _EXPORTS = {
     ],
     "apa_recommender": ["APARecommender"],
     "evaluation": ["ModelPredictions", "Predictions", "evaluate_unlearning", "predict_unlearning_sets"],
+    "bench": ["BenchSettings", "run_bench"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -58,6 +59,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # pragma: no cover
     from .apa_recommender import APARecommender
+    from .bench import BenchSettings, run_bench
     from .data import RecData, build_datasets, load_data, make_forget_split, make_synthetic
     from .metrics import gap_closed, jsd, l2_distance, membership_inference_auc, utility_metrics
     from .models import build_tiny_model, build_tokenizer, load_model

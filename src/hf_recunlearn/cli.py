@@ -65,6 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--seed", type=int, default=0)
     _add_json(forget)
 
+    bench = sub.add_parser(
+        "bench",
+        help="Every unlearning method side by side on one data set: a Markdown table, JSON and plots.",
+        description=(
+            "Train the original, two retrained references and the shard models, unlearn one forget request with every "
+            "method (Original, Retrain, SISA, RecEraser-style, NegGrad, NegKL, Bad-T, E2URec and its ablations, APA "
+            "D/ND and its weightings) and measure them the same way. Prints a Markdown table on stdout; logs and "
+            "progress go to stderr. See benchmarks/README.md."
+        ),
+    )
+    bench.add_argument("--data", default="synthetic", help="Data spec (default: synthetic; e.g. movielens-100k:DIR).")
+    bench.add_argument("--model", default=None, help="Base model id or path (default: the built-in stand-in LLM).")
+    bench.add_argument("--preset", default="e2urec", choices=["e2urec", "apa"],
+                       help="Split preset: e2urec (6:2:2 by time) or apa (1024/500/1000 samples).")  # fmt: skip
+    bench.add_argument("--seeds", type=int, default=1, help="Repetitions with seeds 0..N-1; rows report mean ± std.")
+    bench.add_argument("--num-shards", type=int, default=4, help="Shards K of APA, SISA and RecEraser (default: 4).")
+    bench.add_argument("--forget-fraction", type=float, default=0.2,
+                       help="Share of users to forget when the data has no niche users (default: 0.2, E2URec §5.1).")  # fmt: skip
+    bench.add_argument("--output-dir", default="runs/bench", help="Where models are written (default: runs/bench).")
+    bench.add_argument("--json", dest="bench_json", required=True, help="Write the results to this JSON file.")
+    bench.add_argument("--plots", default=None, help="Write utility_vs_forgetting.png and time.png to this folder.")
+    bench.add_argument("--tiny", action="store_true", help="A tiny configuration that checks the mechanics in ~1 min.")
+
     evaluate = sub.add_parser("evaluate", help="Score a trained run on one of its splits.")
     evaluate.add_argument("--run", required=True, help="Run directory written by `train` or `demo`.")
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
@@ -283,6 +306,23 @@ def _forget_approximate(args, run, info, request) -> dict[str, Any]:
     }
 
 
+@command("bench")
+def _bench(args) -> None:
+    import contextlib
+    from dataclasses import replace
+
+    from .bench import TINY, BenchSettings, format_markdown, run_bench
+
+    settings = replace(TINY if args.tiny else BenchSettings(), num_shards=args.num_shards,
+                       forget_fraction=args.forget_fraction)  # fmt: skip
+    # Trainers print their logs on stdout: keep stdout for the table.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_bench(args.data, model=args.model, preset=args.preset, seeds=args.seeds, settings=settings,
+                           output_dir=args.output_dir, json_path=args.bench_json, plots_dir=args.plots)  # fmt: skip
+    print(format_markdown(result))
+    return None
+
+
 @command("evaluate")
 def _evaluate(args) -> dict[str, Any]:
     from .metrics import utility_metrics
@@ -377,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input: a clear message, no traceback.
         print(f"hf-recunlearn {args.command}: error: {err}", file=sys.stderr)
         return 2
+    if results is None:  # the command printed its own output
+        return 0
     text = json.dumps(results, indent=2, sort_keys=True, default=str)
     if getattr(args, "json_path", None):
         from .runs import write_json_atomic

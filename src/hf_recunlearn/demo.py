@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .pipeline import build_builtin_base, prepare_data, train_recommender
+from .pipeline import _has_accelerator, build_builtin_base, prepare_data, train_recommender
 from .runs import RunDir, RunInfo, write_json_atomic
 from .trainer import RecConfig
 
@@ -65,7 +65,7 @@ class DemoSettings:
             lr_scheduler_type="cosine",
             seed=self.seed,
             logging_steps=50,
-            use_cpu=True,
+            use_cpu=not _has_accelerator(),
         )
 
     def recommender_config(self, output_dir: str | Path, **overrides) -> RecConfig:
@@ -88,7 +88,7 @@ class DemoSettings:
     def e2urec_config(self, output_dir: str | Path, **overrides):
         from .trainer import E2URecConfig
 
-        values = dict(output_dir=str(output_dir), seed=self.seed, use_cpu=True, logging_steps=50,
+        values = dict(output_dir=str(output_dir), seed=self.seed, use_cpu=not _has_accelerator(), logging_steps=50,
                       per_device_eval_batch_size=self.inference_batch_size)  # fmt: skip
         values.update(augment_epochs=self.augment_epochs, augment_learning_rate=self.augment_learning_rate)
         if self.unlearn_epochs is not None:

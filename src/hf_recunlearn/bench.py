@@ -1,0 +1,545 @@
+"""`hf-recunlearn bench`: every unlearning method side by side on one data set, one split and one forget request.
+
+The shape of the papers' tables (E2URec Tables 1–3, APA Table 1) at the scale a CPU allows. For each seed:
+
+1. Prepare the data and the base model (the built-in stand-in LLM unless `model` is given), and draw the forget
+   request: every niche user of the synthetic data set (the users a recommender can only know from their own data),
+   else a seeded `forget_fraction` of the training users (E2URec §5.1 forgets 20%).
+2. Train the **Original** recommender and two **Retrain** references on the retained data (seed and seed + 1: the
+   distance between them is the noise floor), and one LoRA adapter on all the data (the **Single adapter**, the
+   reference of the inference-cost ratio).
+3. Unlearn a fresh copy of the Original with each approximate method (**NegGrad**, **NegKL**, **Bad-T**, **E2URec** and
+   its ablations without L_FGT (β = 0) and without L_REM (β = 1)); train the shard models (**APA**, **SISA**,
+   **RecEraser-style**) and forget the request with them (exact: only the shards that held the data are retrained).
+4. Measure every row the same way: utility on the test split, JSD and L2 to Retrain on the forget set (approximate
+   methods; an exact method's distance to retraining itself is zero by construction), membership-inference AUC of the
+   forget set against the test split, wall time of the unlearning and its ratio to Retrain, trainable parameters,
+   and inference milliseconds per sample (aggregation weights included) and their ratio to the single adapter.
+
+Seeds change the data split, the models' initialisation and training order; rows report the mean and, over more than
+one seed, the standard deviation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .demo import DemoSettings, best_ms_per_sample
+from .runs import write_json_atomic
+
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = (
+    "auc", "acc", "logloss", "jsd", "l2", "mia_auc", "unlearn_seconds", "unlearn_vs_retrain", "trainable_params",
+    "infer_ms_per_sample", "infer_vs_single",
+)  # fmt: skip
+"""The columns of every row, in the order of the Markdown table (`None` where a value does not apply)."""
+
+EXTRA_COLUMNS = ("forget_auc", "gap_closed", "shards_retrained")
+"""Per-row extras: AUC on the forget set, the share of the Original→Retrain JSD gap closed, shards retrained."""
+
+ROWS = (
+    "Original", "Retrain", "Single adapter", "SISA", "RecEraser-style", "NegGrad", "NegKL", "Bad-T", "E2URec",
+    "E2URec w/o L_FGT", "E2URec w/o L_REM", "APA(D)", "APA(ND)", "APA(ND) average weights", "APA(ND) semantic weights",
+)  # fmt: skip
+"""Every row of the benchmark, in table order. `APA(ND)` uses the sample-adaptive weights."""
+
+APPROXIMATE_ROWS = {
+    "NegGrad": ("neggrad", {}),
+    "NegKL": ("negkl", {}),
+    "Bad-T": ("badt", {}),
+    "E2URec": ("e2urec", {}),
+    "E2URec w/o L_FGT": ("e2urec", {"beta": 0.0}),
+    "E2URec w/o L_REM": ("e2urec", {"beta": 1.0}),
+}
+APA_ROWS = {
+    "APA(D)": {"level": "D", "weighting": "adaptive"},
+    "APA(ND)": {"level": "ND", "weighting": "adaptive"},
+    "APA(ND) average weights": {"level": "ND", "weighting": "uniform"},
+    "APA(ND) semantic weights": {"level": "ND", "weighting": "semantic"},
+}
+
+
+@dataclass
+class BenchSettings(DemoSettings):
+    """
+    The recipes of the benchmark: the demo's ([`~hf_recunlearn.demo.DemoSettings`]), plus what only the benchmark
+    needs.
+
+    Args:
+        forget_fraction (`float`, *optional*, defaults to `0.2`): share of the training users to forget when the data
+            has no niche users (real data sets); E2URec §5.1 uses 0.2.
+        timing_samples (`int`, *optional*, defaults to `512`): test samples scored for the inference timings.
+        timing_repeats (`int`, *optional*, defaults to `5`): best of this many timed passes.
+        lora_learning_rate (`float`, *optional*, defaults to `1e-4`): the original recommender's learning rate when
+            `model` is a real LLM (a TALLRec LoRA; the built-in stand-in is fully fine-tuned instead).
+    """
+
+    forget_fraction: float = 0.2
+    timing_samples: int = 512
+    timing_repeats: int = 5
+    lora_learning_rate: float = 1e-4
+    disable_tqdm: bool = False
+
+
+# A tiny configuration that runs every row in about a minute: for tests and smoke runs (nothing is learned).
+TINY = BenchSettings(num_users=40, history_len=2, model_size="tiny", base_epochs=1, original_epochs=1, full_epochs=1,
+                     unlearn_epochs=1, augment_epochs=1, num_shards=2, timing_samples=32, timing_repeats=1,
+                     disable_tqdm=True)  # fmt: skip
+
+
+def run_bench(
+    data: str = "synthetic",
+    model: str | None = None,
+    preset: str = "e2urec",
+    seeds: int = 1,
+    settings: BenchSettings | None = None,
+    output_dir: str | Path = "runs/bench",
+    json_path: str | Path | None = None,
+    plots_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """
+    Run the benchmark and return `{"config": {...}, "rows": [{"method": ..., <COLUMNS>, <EXTRA_COLUMNS>, "std"}],
+    "seeds": [{"seed": s, "rows": [...]}]}`; write it to `json_path` and the plots to `plots_dir` when given.
+
+    Args:
+        data (`str`): a data spec (`synthetic`, `movielens-100k:DIR`, ...; see `hf_recunlearn.data.DATA_SPECS`).
+        model (`str`, *optional*): base model id or path; default the built-in stand-in LLM trained on held-out users.
+        preset (`str`): split preset, `"e2urec"` (6:2:2 by time) or `"apa"` (1024/500/1000 samples).
+        seeds (`int`): repetitions with seeds `settings.seed`, `settings.seed + 1`, ...
+        settings ([`BenchSettings`], *optional*): recipes and sizes; default [`BenchSettings`]`()`.
+        output_dir: where models and shard adapters are written (`seed{N}/...`).
+        progress (`bool`): show a progress bar over the whole run (stage by stage).
+    """
+    from .data import parse_data_spec
+
+    settings = settings or BenchSettings()
+    if seeds < 1:
+        raise ValueError(f"`seeds` must be >= 1, got {seeds}. Pass the number of repetitions, e.g. --seeds 3.")
+    if preset not in ("e2urec", "apa"):
+        raise ValueError(f"`preset` must be 'e2urec' or 'apa', got {preset!r}.")
+    parse_data_spec(data)  # a clear error for a bad spec before anything is trained
+    if settings.num_shards < 1:
+        raise ValueError(f"`num_shards` must be >= 1, got {settings.num_shards}. Pass the shards K of APA/SISA, e.g. 4.")
+    if not 0.0 < settings.forget_fraction < 1.0:
+        raise ValueError(f"`forget_fraction` must be in (0, 1), got {settings.forget_fraction}.")
+
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    seed_values = [settings.seed + i for i in range(seeds)]
+    bar = tqdm(total=seeds * len(_STAGES), desc="bench", unit="stage", disable=not progress)
+    per_seed = []
+    try:
+        for seed in seed_values:
+            run_settings = replace(settings, seed=seed)
+            workdir = Path(output_dir) / f"seed{seed}"
+            rows, info = _run_seed(data, model, preset, run_settings, workdir, bar)
+            per_seed.append({"seed": seed, "rows": rows, **info})
+    finally:
+        bar.close()
+    result = {
+        "config": {
+            "data": data,
+            "model": model or "builtin",
+            "preset": preset,
+            "seeds": seed_values,
+            "columns": list(COLUMNS),
+            "settings": asdict(settings),
+            "forget_request": per_seed[0]["forget_request"],
+            "data_sizes": per_seed[0]["data_sizes"],
+            "noise_floor_jsd": _mean([s["noise_floor_jsd"] for s in per_seed]),
+            "wall_seconds": time.perf_counter() - start,
+        },
+        "rows": aggregate_rows([s["rows"] for s in per_seed]),
+        "seeds": per_seed,
+    }
+    if json_path is not None:
+        write_json_atomic(json_path, result)
+    if plots_dir is not None:
+        write_plots(result, plots_dir)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------- one seed
+
+_STAGES = ("data and base model", "Original", "Retrain", "Retrain (floor seed)", "Single adapter",
+           *APPROXIMATE_ROWS, "APA", "SISA", "RecEraser-style")  # fmt: skip
+
+
+def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings, workdir: Path, bar):
+    from .data import make_forget_split
+    from .evaluation import predict_unlearning_sets
+    from .models import count_trainable_parameters, load_model
+    from .pipeline import build_builtin_base, prepare_data, train_recommender
+    from .scoring import score
+
+    def stage(name: str):
+        bar.set_postfix_str(f"seed {settings.seed}: {name}")
+        logger.info("bench seed %d: %s", settings.seed, name)
+
+    batch = settings.inference_batch_size
+    builtin = model is None
+    stage("data and base model")
+    synthetic = {"num_users": settings.num_users} if data == "synthetic" else {}
+    prepared = prepare_data(data, preset=preset, template="e2urec", history_len=settings.history_len,
+                            pretrain_user_fraction=settings.pretrain_user_fraction if builtin else 0.0,
+                            seed=settings.seed, **synthetic)  # fmt: skip
+    splits = prepared.datasets
+    train, test = splits["train"], splits["test"]
+    base = str(workdir / "base") if builtin else model
+    if builtin:
+        build_builtin_base(prepared, base, size=settings.model_size, epochs=settings.base_epochs,
+                           learning_rate=settings.base_learning_rate, batch_size=settings.batch_size,
+                           seed=settings.seed)  # fmt: skip
+    request = make_forget_split(train, **_forget_request(prepared, settings))
+    timing = test.select(range(min(len(test), settings.timing_samples)))
+
+    def ms_per_sample(predict: Callable[[Any], Any]) -> float:
+        return best_ms_per_sample(lambda: predict(timing), len(timing), repeats=settings.timing_repeats)
+
+    bar.update()
+
+    def original_recipe(out: Path, seed: int):
+        if builtin:
+            return settings.original_config(out, seed)
+        return settings.recommender_config(out, learning_rate=settings.lora_learning_rate, seed=seed)
+
+    rows: dict[str, dict[str, Any]] = {}
+    stage("Original")
+    original_dir = workdir / "original"
+    trainer, _ = train_recommender(base, train, None, original_dir, _quiet(original_recipe(original_dir, settings.seed), settings))
+    original, tokenizer = trainer.model, trainer.processing_class
+    before = predict_unlearning_sets(original, tokenizer, request.forget, test, full_vocab=False, batch_size=batch)
+    original_params = _num_parameters(original)
+    original_ms = ms_per_sample(lambda ds: score(original, tokenizer, ds, batch_size=batch))
+    del trainer, original
+    bar.update()
+
+    retrained, retrain_seconds = [], []
+    for name, seed in (("Retrain", settings.seed), ("Retrain (floor seed)", settings.seed + 1)):
+        stage(name)
+        out = workdir / f"retrain_seed{seed}"
+        trainer, metrics = train_recommender(base, request.retain, None, out, _quiet(original_recipe(out, seed), settings))
+        retrained.append(predict_unlearning_sets(trainer.model, tokenizer, request.forget, test, full_vocab=False,
+                                                 batch_size=batch))  # fmt: skip
+        retrain_seconds.append(metrics["train_seconds"])
+        if name == "Retrain":
+            retrain_ms = ms_per_sample(lambda ds: score(trainer.model, tokenizer, ds, batch_size=batch))
+        del trainer
+        bar.update()
+    reference, floor = retrained
+    retrain_time = retrain_seconds[0]
+
+    stage("Single adapter")
+    single_dir = workdir / "single_adapter"
+    trainer, metrics = train_recommender(base, train, None, single_dir, _quiet(settings.recommender_config(single_dir), settings))
+    single = trainer.model
+    single_ms = ms_per_sample(lambda ds: score(single, tokenizer, ds, batch_size=batch))
+    single_preds = predict_unlearning_sets(single, tokenizer, request.forget, test, full_vocab=False, batch_size=batch)
+    bar.update()
+
+    rows["Original"] = _row(before, reference, None, original_params, original_ms, single_ms, retrain_time)
+    rows["Retrain"] = _row(reference, floor, retrain_time, original_params, retrain_ms, single_ms, retrain_time)
+    rows["Single adapter"] = _row(single_preds, None, None, count_trainable_parameters(single), single_ms, single_ms,
+                                  retrain_time)  # fmt: skip
+    del trainer, single
+
+    for name, (method, overrides) in APPROXIMATE_ROWS.items():
+        stage(name)
+        rows[name] = _approximate_row(method, overrides, original_dir, request, test, settings, workdir / _slug(name),
+                                      before, reference, floor, single_ms, retrain_time, ms_per_sample, load_model)  # fmt: skip
+        bar.update()
+
+    stage("APA")
+    rows.update(_shard_rows("apa", base, splits, request, settings, workdir, single_ms, retrain_time, ms_per_sample))
+    bar.update()
+    for name, partition in (("SISA", "random"), ("RecEraser-style", "user")):
+        stage(name)
+        rows.update(_shard_rows(name, base, splits, request, settings, workdir, single_ms, retrain_time, ms_per_sample,
+                                partition_method=partition))  # fmt: skip
+        bar.update()
+
+    info = {
+        "forget_request": {"users": len(request.user_ids), "samples": len(request.forget),
+                           "retained_samples": len(request.retain)},  # fmt: skip
+        "data_sizes": {name: len(splits[name]) for name in splits},
+        "noise_floor_jsd": rows["Retrain"]["jsd"],
+    }
+    return [{"method": name, **rows[name]} for name in ROWS], info
+
+
+def _forget_request(prepared, settings: BenchSettings) -> dict[str, Any]:
+    """The niche users of the synthetic data (memorised, so forgetting is measurable), else a fraction of users."""
+    train = prepared.datasets["train"]
+    groups = prepared.data.user_groups if prepared.data is not None else {}
+    niche = sorted({u for u in train["user_id"] if groups.get(u) == "niche"})
+    if niche:
+        return {"user_ids": niche}
+    return {"fraction": settings.forget_fraction, "seed": settings.seed}
+
+
+def _approximate_row(method, overrides, original_dir, request, test, settings, out, before, reference, floor,
+                     single_ms, retrain_time, ms_per_sample, load_model) -> dict[str, Any]:  # fmt: skip
+    from .evaluation import evaluate_unlearning
+    from .scoring import score
+    from .trainer import APPROXIMATE_METHODS
+
+    trainer_cls, config_cls = APPROXIMATE_METHODS[method]
+    values = dict(seed=settings.seed, logging_strategy="no", report_to="none",
+                  per_device_eval_batch_size=settings.inference_batch_size, eval_on_forget=False,
+                  disable_tqdm=settings.disable_tqdm)  # fmt: skip
+    if method == "e2urec":
+        config = settings.e2urec_config(out, **(values | overrides))
+    else:
+        if settings.unlearn_epochs is not None:
+            values["num_train_epochs"] = settings.unlearn_epochs
+        config = config_cls(output_dir=str(out), **(values | overrides))
+    original, tokenizer = load_model(str(original_dir))
+    trainer = trainer_cls(original, args=config, forget_dataset=request.forget, retain_dataset=request.retain,
+                          processing_class=tokenizer)  # fmt: skip
+    trainer.train()
+    evidence = evaluate_unlearning(trainer, before, reference, retrained_other=floor, forget_dataset=request.forget,
+                                   test_dataset=test, tokenizer=tokenizer, full_vocab=False,
+                                   batch_size=settings.inference_batch_size)  # fmt: skip
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    ms = ms_per_sample(lambda ds: score(model, tokenizer, ds, batch_size=settings.inference_batch_size))
+    seconds = evidence["unlearning_time_s"]
+    return {
+        "auc": evidence["test_auc"],
+        "acc": evidence["test_acc"],
+        "logloss": evidence["test_logloss"],
+        "jsd": evidence["forget_jsd"],
+        "l2": evidence["forget_l2"],
+        "mia_auc": evidence["mia_auc"],
+        "unlearn_seconds": seconds,
+        "unlearn_vs_retrain": seconds / retrain_time,
+        "trainable_params": evidence["trainable_parameters"],
+        "infer_ms_per_sample": ms,
+        "infer_vs_single": ms / single_ms,
+        "forget_auc": evidence["forget_auc"],
+        "gap_closed": evidence["gap_closed"],
+        "shards_retrained": None,
+    }
+
+
+def _shard_rows(kind, base, splits, request, settings, workdir, single_ms, retrain_time, ms_per_sample,
+                **overrides) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Train a shard model (APA, or SISA/RecEraser-style with `kind` as the row name), forget the request, score it."""
+    from .evaluation import ModelPredictions, Predictions
+    from .trainer import APATrainer, SISAConfig, SISATrainer
+
+    is_apa = kind == "apa"
+    trainer_cls, config_cls = (APATrainer, None) if is_apa else (SISATrainer, SISAConfig)
+    out = workdir / _slug(kind)
+    config = settings.apa_config(out, config_cls, disable_tqdm=settings.disable_tqdm, logging_strategy="no",
+                                 report_to="none", **overrides)  # fmt: skip
+    trainer = trainer_cls(base, config, train_dataset=splits["train"],
+                          eval_dataset={"valid": splits["valid"], "test": splits["test"]})  # fmt: skip
+    trainer.train()
+    report = trainer.forget(user_ids=request.user_ids) if request.user_ids else trainer.forget(sample_ids=request.sample_ids)
+    recommender = trainer.recommender
+    params = sum(t.numel() for adapter in recommender.state.shard_adapters for t in adapter.values())
+    batch = settings.inference_batch_size
+    test, forget = splits["test"], request.forget
+
+    def row(**aggregation) -> dict[str, Any]:
+        def predict(ds):
+            return recommender.predict(ds, batch, **aggregation)
+
+        preds = ModelPredictions(
+            forget=Predictions(predict(forget), np.asarray(forget["label"], dtype=int)),
+            test=Predictions(predict(test), np.asarray(test["label"], dtype=int)),
+        )
+        ms = ms_per_sample(predict)
+        values = _row(preds, None, report.seconds, params, ms, single_ms, retrain_time)
+        return values | {"shards_retrained": len(report.affected_shards)}
+
+    if is_apa:
+        return {name: row(**aggregation) for name, aggregation in APA_ROWS.items()}
+    return {kind: row()}
+
+
+def _row(preds, reference, seconds, params, ms, single_ms, retrain_time) -> dict[str, Any]:
+    """A row from a model's predictions; `reference` (the Retrain predictions) gives JSD and L2 when not `None`."""
+    from .metrics import jsd, l2_distance, membership_inference_auc, true_label_confidence, utility_metrics
+
+    utility = utility_metrics(preds.test.labels, preds.test.probs)
+    return {
+        "auc": utility["auc"],
+        "acc": utility["acc"],
+        "logloss": utility["logloss"],
+        "jsd": None if reference is None else jsd(preds.forget.probs, reference.forget.probs),
+        "l2": None if reference is None else l2_distance(preds.forget.probs, reference.forget.probs),
+        "mia_auc": membership_inference_auc(
+            true_label_confidence(preds.forget.labels, preds.forget.probs),
+            true_label_confidence(preds.test.labels, preds.test.probs),
+        ),
+        "unlearn_seconds": seconds,
+        "unlearn_vs_retrain": None if seconds is None else seconds / retrain_time,
+        "trainable_params": params,
+        "infer_ms_per_sample": ms,
+        "infer_vs_single": ms / single_ms,
+        "forget_auc": utility_metrics(preds.forget.labels, preds.forget.probs)["auc"],
+        "gap_closed": None,
+        "shards_retrained": None,
+    }
+
+
+def _quiet(config, settings: BenchSettings):
+    config.disable_tqdm = settings.disable_tqdm
+    config.report_to = []
+    return config
+
+
+def _num_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+# ---------------------------------------------------------------------------------------------------------- results
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(values)) if values else None
+
+
+def aggregate_rows(per_seed: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Mean of every column over seeds (`None` stays `None`), with the sample standard deviation under `"std"`."""
+    rows = []
+    for i, first in enumerate(per_seed[0]):
+        seeded = [rows_[i] for rows_ in per_seed]
+        row: dict[str, Any] = {"method": first["method"]}
+        std: dict[str, float | None] = {}
+        for key in (*COLUMNS, *EXTRA_COLUMNS):
+            values = [r[key] for r in seeded if r[key] is not None and not _isnan(r[key])]
+            row[key] = float(np.mean(values)) if values else None
+            std[key] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        for key in ("trainable_params", "shards_retrained"):
+            row[key] = None if row[key] is None else int(round(row[key]))
+        row["std"] = std
+        rows.append(row)
+    return rows
+
+
+def _isnan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+_HEADERS = {
+    "auc": "AUC", "acc": "ACC", "logloss": "LogLoss", "jsd": "JSD↓", "l2": "L2↓", "mia_auc": "MIA AUC",
+    "unlearn_seconds": "unlearn s", "unlearn_vs_retrain": "× retrain", "trainable_params": "trainable",
+    "infer_ms_per_sample": "ms/sample", "infer_vs_single": "× single",
+}  # fmt: skip
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    """The rows as a Markdown table (mean ± std over seeds), with the scenario in a caption line."""
+    config = result["config"]
+    request = config["forget_request"]
+    seeds = config["seeds"]
+    lines = [
+        f"Data {config['data']} (preset {config['preset']}), model {config['model']}, "
+        f"{len(seeds)} seed(s) {seeds}; forget {request['users']} users / {request['samples']} samples; "
+        f"JSD floor (two Retrain seeds) {_fmt(config['noise_floor_jsd'], 'jsd')}.",
+        "",
+        "| method | " + " | ".join(_HEADERS[c] for c in COLUMNS) + " |",
+        "| --- | " + " | ".join("---:" for _ in COLUMNS) + " |",
+    ]
+    for row in result["rows"]:
+        cells = []
+        for column in COLUMNS:
+            cell = _fmt(row[column], column)
+            std = row["std"].get(column)
+            if std is not None and row[column] is not None and column not in ("trainable_params",):
+                cell += f" ± {_fmt(std, column)}"
+            cells.append(cell)
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "JSD/L2: Yes/No distributions on the forget set against Retrain (Retrain's row: against its other seed, the "
+        "noise floor); `—` for exact methods, whose result is a retraining of the shards that held the data. "
+        "MIA AUC 0.5 = forget set indistinguishable from unseen test samples. APA(ND) uses sample-adaptive weights.",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value, column: str) -> str:
+    if value is None:
+        return "—"
+    if column == "trainable_params":
+        return f"{int(value):,}"
+    if column in ("unlearn_seconds",):
+        return f"{value:.1f}"
+    if column in ("unlearn_vs_retrain", "infer_vs_single"):
+        return f"{value:.2f}×"
+    if column == "infer_ms_per_sample":
+        return f"{value:.3f}"
+    if column in ("jsd", "l2"):
+        return f"{value:.4f}"
+    return f"{value:.3f}"
+
+
+def write_plots(result: dict[str, Any], plots_dir: str | Path) -> list[Path]:
+    """
+    Two PNGs in `plots_dir`: `utility_vs_forgetting.png` (test AUC against JSD to Retrain, approximate methods, and
+    against MIA AUC, every row) and `time.png` (unlearning seconds and inference ms per sample per method).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    rows = result["rows"]
+    paths = []
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    for axis, column, title in ((left, "jsd", "JSD to Retrain on the forget set (lower = closer)"),
+                                (right, "mia_auc", "MIA AUC on the forget set (0.5 = nothing to infer)")):  # fmt: skip
+        for row in rows:
+            if row[column] is None or row["auc"] is None:
+                continue
+            axis.errorbar(row[column], row["auc"], xerr=row["std"].get(column), yerr=row["std"].get("auc"), fmt="o",
+                          capsize=3)  # fmt: skip
+            axis.annotate(row["method"], (row[column], row["auc"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        if column == "jsd" and result["config"].get("noise_floor_jsd") is not None:
+            axis.axvline(result["config"]["noise_floor_jsd"], color="grey", linestyle="--", linewidth=1)
+        axis.set_xlabel(title)
+        axis.set_ylabel("test AUC")
+        axis.grid(alpha=0.3)
+    fig.suptitle("Utility vs forgetting")
+    fig.tight_layout()
+    paths.append(plots_dir / "utility_vs_forgetting.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    for axis, column, label in ((left, "unlearn_seconds", "unlearning wall time (s)"),
+                                (right, "infer_ms_per_sample", "inference ms per sample")):  # fmt: skip
+        shown = [r for r in rows if r[column] is not None]
+        axis.barh([r["method"] for r in shown], [r[column] for r in shown],
+                  xerr=[r["std"].get(column) or 0.0 for r in shown], color="tab:blue", alpha=0.8)  # fmt: skip
+        axis.invert_yaxis()
+        axis.set_xlabel(label)
+        axis.grid(axis="x", alpha=0.3)
+    fig.suptitle("Cost: unlearning time and inference")
+    fig.tight_layout()
+    paths.append(plots_dir / "time.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths

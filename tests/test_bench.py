@@ -1,0 +1,106 @@
+"""`hf-recunlearn bench`: every row and column on a tiny configuration, the table, the plots, bad input."""
+
+import json
+import math
+
+import pytest
+
+from hf_recunlearn.bench import COLUMNS, EXTRA_COLUMNS, ROWS, aggregate_rows, format_markdown
+from hf_recunlearn.cli import main
+
+
+APPROXIMATE = ("NegGrad", "NegKL", "Bad-T", "E2URec", "E2URec w/o L_FGT", "E2URec w/o L_REM")
+EXACT = ("SISA", "RecEraser-style", "APA(D)", "APA(ND)", "APA(ND) average weights", "APA(ND) semantic weights")
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    json_path, plots = root / "bench.json", root / "plots"
+    argv = ["bench", "--tiny", "--num-shards", "2", "--output-dir", str(root / "runs"), "--json", str(json_path),
+            "--plots", str(plots)]  # fmt: skip
+    return argv, json_path, plots
+
+
+def test_bench_writes_every_row_and_column(bench_run, capsys):
+    argv, json_path, plots = bench_run
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    result = json.loads(json_path.read_text())
+
+    assert set(result) == {"config", "rows", "seeds"}
+    config = result["config"]
+    assert config["data"] == "synthetic" and config["model"] == "builtin" and config["seeds"] == [0]
+    assert config["forget_request"]["users"] > 0 and config["forget_request"]["samples"] > 0
+    assert [row["method"] for row in result["rows"]] == list(ROWS)
+    rows = {row["method"]: row for row in result["rows"]}
+    for row in result["rows"]:
+        assert set(row) == {"method", *COLUMNS, *EXTRA_COLUMNS, "std"}, row["method"]
+        for column in ("auc", "acc", "logloss", "mia_auc", "trainable_params", "infer_ms_per_sample", "infer_vs_single"):
+            assert row[column] is not None and math.isfinite(row[column]), (row["method"], column)
+        assert 0.0 <= row["auc"] <= 1.0 and 0.0 <= row["mia_auc"] <= 1.0
+        assert row["infer_ms_per_sample"] > 0 and row["trainable_params"] > 0
+
+    # What applies where: distances to Retrain for the approximate rows (and the Original's gap, Retrain's floor);
+    # unlearning time for everything that unlearned; shards for the exact methods.
+    for name in ("Original", "Retrain", *APPROXIMATE):
+        assert rows[name]["jsd"] >= 0.0 and rows[name]["l2"] >= 0.0, name
+    for name in ("Single adapter", *EXACT):
+        assert rows[name]["jsd"] is None and rows[name]["l2"] is None, name
+    for name in ("Retrain", *APPROXIMATE, *EXACT):
+        assert rows[name]["unlearn_seconds"] > 0 and rows[name]["unlearn_vs_retrain"] > 0, name
+    for name in ("Original", "Single adapter"):
+        assert rows[name]["unlearn_seconds"] is None and rows[name]["unlearn_vs_retrain"] is None
+    assert rows["Retrain"]["unlearn_vs_retrain"] == pytest.approx(1.0)
+    assert rows["Single adapter"]["infer_vs_single"] == pytest.approx(1.0)
+    for name in EXACT:
+        assert 1 <= rows[name]["shards_retrained"] <= 2, name
+    # The E2URec rows train a LoRA student only; the ablations are the same method with one loss switched off.
+    assert rows["E2URec"]["trainable_params"] < rows["Original"]["trainable_params"]
+    assert rows["E2URec w/o L_FGT"]["trainable_params"] == rows["E2URec"]["trainable_params"]
+    # One trained APA model: every weighting row shares its forgetting event but not its predictions.
+    apa = [rows[name] for name in EXACT[2:]]
+    assert len({row["unlearn_seconds"] for row in apa}) == 1
+    assert len({row["auc"] for row in apa}) > 1 or len({row["mia_auc"] for row in apa}) > 1
+
+    lines = stdout.strip().splitlines()
+    header = next(line for line in lines if line.startswith("| method"))
+    assert header.count("|") == len(COLUMNS) + 2
+    for name in ROWS:
+        assert any(line.startswith(f"| {name} |") for line in lines), name
+    assert not any(line.startswith("{") for line in lines), "trainer logs leaked into the table on stdout"
+
+    for name in ("utility_vs_forgetting.png", "time.png"):
+        assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_aggregate_rows_reports_mean_and_std_over_seeds():
+    def row(auc, jsd, params):
+        values = dict.fromkeys((*COLUMNS, *EXTRA_COLUMNS))
+        return {"method": "E2URec", **values, "auc": auc, "jsd": jsd, "trainable_params": params}
+
+    [merged] = aggregate_rows([[row(0.70, 0.01, 8)], [row(0.80, float("nan"), 8)], [row(0.90, 0.03, 8)]])
+    assert merged["auc"] == pytest.approx(0.80) and merged["std"]["auc"] == pytest.approx(0.1)
+    assert merged["jsd"] == pytest.approx(0.02)  # nan (an undefined value in one seed) is left out
+    assert merged["trainable_params"] == 8 and merged["std"]["mia_auc"] is None and merged["mia_auc"] is None
+    table = format_markdown({"config": {"data": "synthetic", "preset": "e2urec", "model": "builtin", "seeds": [0, 1, 2],
+                                        "forget_request": {"users": 3, "samples": 30}, "noise_floor_jsd": 0.001},
+                             "rows": [merged]})  # fmt: skip
+    assert "| E2URec | 0.800 ± 0.100 |" in table and "—" in table
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seeds", "0"], "`seeds` must be >= 1"),
+        (["--num-shards", "0"], "`num_shards` must be >= 1"),
+        (["--forget-fraction", "1.5"], "`forget_fraction` must be in (0, 1)"),
+        (["--data", "movielens-100k"], "movielens-100k"),
+    ],
+)
+def test_bench_refuses_bad_input_before_writing_anything(tmp_path, capsys, argv, message):
+    out, json_path = tmp_path / "runs", tmp_path / "bench.json"
+    code = main(["bench", "--tiny", "--output-dir", str(out), "--json", str(json_path), *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and not json_path.exists()
