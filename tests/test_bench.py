@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,16 @@ def test_bench_refuses_bad_input_before_writing_anything(tmp_path, capsys, argv,
     assert code == 2
     assert message in capsys.readouterr().err
     assert not out.exists() and not json_path.exists()
+
+
+def test_bench_runs_on_real_movielens_files(tmp_path, capsys):
+    # The same run on MovieLens-100K in its distributed format (a 39-rating excerpt: mechanics only); with no niche
+    # users the forget request is a seeded fraction of the training users.
+    data = f"movielens-100k:{Path(__file__).parent / 'fixtures' / 'ml-100k'}"
+    json_path = tmp_path / "bench.json"
+    assert main(["bench", "--tiny", "--data", data, "--output-dir", str(tmp_path / "runs"), "--json", str(json_path)]) == 0
+    result = json.loads(json_path.read_text())
+    assert result["config"]["data"] == data
+    assert result["config"]["forget_request"]["users"] >= 1
+    assert [row["method"] for row in result["rows"]] == list(ROWS)
+    assert f"Data {data}" in capsys.readouterr().out

@@ -16,8 +16,8 @@ The shape of the papers' tables (E2URec Tables 1–3, APA Table 1) at the scale 
    forget set against the test split, wall time of the unlearning and its ratio to Retrain, trainable parameters,
    and inference milliseconds per sample (aggregation weights included) and their ratio to the single adapter.
 
-Seeds change the data split, the models' initialisation and training order; rows report the mean and, over more than
-one seed, the standard deviation.
+Seeds change the synthetic population (real data sets: the held-out users of the stand-in base), the models'
+initialisation and the training order; rows report the mean and, over more than one seed, the standard deviation.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ _STAGES = ("data and base model", "Original", "Retrain", "Retrain (floor seed)",
 
 
 def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings, workdir: Path, bar):
-    from .data import make_forget_split
+    from .data import load_data, make_forget_split
     from .evaluation import predict_unlearning_sets
     from .models import count_trainable_parameters, load_model
     from .pipeline import build_builtin_base, prepare_data, train_recommender
@@ -190,10 +190,11 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     batch = settings.inference_batch_size
     builtin = model is None
     stage("data and base model")
-    synthetic = {"num_users": settings.num_users} if data == "synthetic" else {}
-    prepared = prepare_data(data, preset=preset, template="e2urec", history_len=settings.history_len,
+    # The synthetic population itself is drawn anew for every seed; real data sets differ by their split only.
+    source = load_data("synthetic", num_users=settings.num_users, seed=settings.seed) if data == "synthetic" else data
+    prepared = prepare_data(source, preset=preset, template="e2urec", history_len=settings.history_len,
                             pretrain_user_fraction=settings.pretrain_user_fraction if builtin else 0.0,
-                            seed=settings.seed, **synthetic)  # fmt: skip
+                            seed=settings.seed)  # fmt: skip
     splits = prepared.datasets
     train, test = splits["train"], splits["test"]
     base = str(workdir / "base") if builtin else model

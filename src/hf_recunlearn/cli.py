@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--preset", default="e2urec", choices=["e2urec", "apa"],
                        help="Split preset: e2urec (6:2:2 by time) or apa (1024/500/1000 samples).")  # fmt: skip
     bench.add_argument("--seeds", type=int, default=1, help="Repetitions with seeds 0..N-1; rows report mean ± std.")
-    bench.add_argument("--num-shards", type=int, default=4, help="Shards K of APA, SISA and RecEraser (default: 4).")
+    bench.add_argument("--num-shards", type=int, default=None,
+                       help="Shards K of APA, SISA and RecEraser (default: 4; 2 with --tiny).")  # fmt: skip
     bench.add_argument("--forget-fraction", type=float, default=0.2,
                        help="Share of users to forget when the data has no niche users (default: 0.2, E2URec §5.1).")  # fmt: skip
     bench.add_argument("--output-dir", default="runs/bench", help="Where models are written (default: runs/bench).")
@@ -313,8 +314,9 @@ def _bench(args) -> None:
 
     from .bench import TINY, BenchSettings, format_markdown, run_bench
 
-    settings = replace(TINY if args.tiny else BenchSettings(), num_shards=args.num_shards,
-                       forget_fraction=args.forget_fraction)  # fmt: skip
+    settings = TINY if args.tiny else BenchSettings()
+    shards = settings.num_shards if args.num_shards is None else args.num_shards
+    settings = replace(settings, num_shards=shards, forget_fraction=args.forget_fraction)
     # Trainers print their logs on stdout: keep stdout for the table.
     with contextlib.redirect_stdout(sys.stderr):
         result = run_bench(args.data, model=args.model, preset=args.preset, seeds=args.seeds, settings=settings,
