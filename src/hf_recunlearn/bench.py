@@ -494,10 +494,20 @@ def _fmt(value, column: str) -> str:
     return f"{value:.3f}"
 
 
+def _family(method: str) -> str:
+    if method in ("Original", "Retrain", "Single adapter"):
+        return "reference"
+    return "approximate" if method in APPROXIMATE_ROWS else "exact"
+
+
+_FAMILY_STYLE = {"reference": ("D", "tab:gray"), "approximate": ("o", "tab:blue"), "exact": ("s", "tab:green")}
+
+
 def write_plots(result: dict[str, Any], plots_dir: str | Path) -> list[Path]:
     """
-    Two PNGs in `plots_dir`: `utility_vs_forgetting.png` (test AUC against JSD to Retrain, approximate methods, and
-    against MIA AUC, every row) and `time.png` (unlearning seconds and inference ms per sample per method).
+    Two PNGs in `plots_dir`: `utility_vs_forgetting.png` (test AUC against JSD to Retrain — approximate methods and
+    the references — and against MIA AUC, every row; error bars are the std over seeds) and `time.png` (unlearning
+    seconds and inference ms per sample per method, coloured by family: reference, approximate, exact).
     """
     import matplotlib
 
@@ -507,39 +517,47 @@ def write_plots(result: dict[str, Any], plots_dir: str | Path) -> list[Path]:
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     rows = result["rows"]
+    retrain = next((r for r in rows if r["method"] == "Retrain"), None)
+    colours = plt.get_cmap("tab20")
     paths = []
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
     for axis, column, title in ((left, "jsd", "JSD to Retrain on the forget set (lower = closer)"),
-                                (right, "mia_auc", "MIA AUC on the forget set (0.5 = nothing to infer)")):  # fmt: skip
-        for row in rows:
+                                (right, "mia_auc", "MIA AUC on the forget set (Retrain's = the target)")):  # fmt: skip
+        for i, row in enumerate(rows):
             if row[column] is None or row["auc"] is None:
                 continue
-            axis.errorbar(row[column], row["auc"], xerr=row["std"].get(column), yerr=row["std"].get("auc"), fmt="o",
-                          capsize=3)  # fmt: skip
-            axis.annotate(row["method"], (row[column], row["auc"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-        if column == "jsd" and result["config"].get("noise_floor_jsd") is not None:
-            axis.axvline(result["config"]["noise_floor_jsd"], color="grey", linestyle="--", linewidth=1)
+            marker, _ = _FAMILY_STYLE[_family(row["method"])]
+            axis.errorbar(row[column], row["auc"], xerr=row["std"].get(column), yerr=row["std"].get("auc"),
+                          fmt=marker, color=colours(i % 20), capsize=3, markersize=7, label=row["method"])  # fmt: skip
+        target = result["config"].get("noise_floor_jsd") if column == "jsd" else (retrain or {}).get("mia_auc")
+        if target is not None:
+            axis.axvline(target, color="grey", linestyle="--", linewidth=1)
         axis.set_xlabel(title)
         axis.set_ylabel("test AUC")
         axis.grid(alpha=0.3)
-    fig.suptitle("Utility vs forgetting")
-    fig.tight_layout()
+    handles, labels = right.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    fig.suptitle("Utility vs forgetting (dashed: the JSD noise floor of two Retrain seeds; Retrain's MIA AUC)")
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
     paths.append(plots_dir / "utility_vs_forgetting.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
     for axis, column, label in ((left, "unlearn_seconds", "unlearning wall time (s)"),
                                 (right, "infer_ms_per_sample", "inference ms per sample")):  # fmt: skip
         shown = [r for r in rows if r[column] is not None]
         axis.barh([r["method"] for r in shown], [r[column] for r in shown],
-                  xerr=[r["std"].get(column) or 0.0 for r in shown], color="tab:blue", alpha=0.8)  # fmt: skip
+                  xerr=[r["std"].get(column) or 0.0 for r in shown],
+                  color=[_FAMILY_STYLE[_family(r["method"])][1] for r in shown], alpha=0.85)  # fmt: skip
         axis.invert_yaxis()
         axis.set_xlabel(label)
         axis.grid(axis="x", alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colour) for _, colour in _FAMILY_STYLE.values()]
+    fig.legend(handles, list(_FAMILY_STYLE), loc="lower center", ncol=3, frameon=False)
     fig.suptitle("Cost: unlearning time and inference")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     paths.append(plots_dir / "time.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
