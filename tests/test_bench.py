@@ -56,6 +56,12 @@ def test_bench_writes_every_row_and_column(bench_run, capsys):
     assert rows["Single adapter"]["infer_vs_single"] == pytest.approx(1.0)
     for name in EXACT:
         assert 1 <= rows[name]["shards_retrained"] <= 2, name
+        assert rows[name]["one_user_seconds"] > 0 and 1 <= rows[name]["one_user_shards_retrained"] <= 2, name
+    # A user partition keeps a user whole in one shard: one deletion retrains one shard.
+    for name in ("RecEraser-style", "APA(ND)"):
+        assert rows[name]["one_user_shards_retrained"] == 1, name
+    for name in ("Original", "Retrain", "Single adapter", *APPROXIMATE):
+        assert rows[name]["shards_retrained"] is None and rows[name]["one_user_seconds"] is None, name
     # The E2URec rows train a LoRA student only; the ablations are the same method with one loss switched off.
     assert rows["E2URec"]["trainable_params"] < rows["Original"]["trainable_params"]
     assert rows["E2URec w/o L_FGT"]["trainable_params"] == rows["E2URec"]["trainable_params"]
@@ -70,6 +76,7 @@ def test_bench_writes_every_row_and_column(bench_run, capsys):
     for name in ROWS:
         assert any(line.startswith(f"| {name} |") for line in lines), name
     assert not any(line.startswith("{") for line in lines), "trainer logs leaked into the table on stdout"
+    assert any(line.startswith("| exact method |") for line in lines)
 
     for name in ("utility_vs_forgetting.png", "time.png"):
         assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -43,8 +43,11 @@ COLUMNS = (
 )  # fmt: skip
 """The columns of every row, in the order of the Markdown table (`None` where a value does not apply)."""
 
-EXTRA_COLUMNS = ("forget_auc", "gap_closed", "shards_retrained")
-"""Per-row extras: AUC on the forget set, the share of the Original→Retrain JSD gap closed, shards retrained."""
+EXTRA_COLUMNS = ("forget_auc", "gap_closed", "shards_retrained", "one_user_seconds", "one_user_shards_retrained")
+"""
+Per-row extras: AUC on the forget set, the share of the Original→Retrain JSD gap closed (approximate methods), and
+for the shard methods the shards the request retrained, then the seconds and shards of forgetting one more user.
+"""
 
 ROWS = (
     "Original", "Retrain", "Single adapter", "SISA", "RecEraser-style", "NegGrad", "NegKL", "Bad-T", "E2URec",
@@ -203,6 +206,7 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
                            learning_rate=settings.base_learning_rate, batch_size=settings.batch_size,
                            seed=settings.seed)  # fmt: skip
     request = make_forget_split(train, **_forget_request(prepared, settings))
+    one_user = _largest_user(request.retain)
     timing = test.select(range(min(len(test), settings.timing_samples)))
 
     def ms_per_sample(predict: Callable[[Any], Any]) -> float:
@@ -262,12 +266,13 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
         bar.update()
 
     stage("APA")
-    rows.update(_shard_rows("apa", base, splits, request, settings, workdir, single_ms, retrain_time, ms_per_sample))
+    rows.update(_shard_rows("apa", base, splits, request, one_user, settings, workdir, single_ms, retrain_time,
+                            ms_per_sample))  # fmt: skip
     bar.update()
     for name, partition in (("SISA", "random"), ("RecEraser-style", "user")):
         stage(name)
-        rows.update(_shard_rows(name, base, splits, request, settings, workdir, single_ms, retrain_time, ms_per_sample,
-                                partition_method=partition))  # fmt: skip
+        rows.update(_shard_rows(name, base, splits, request, one_user, settings, workdir, single_ms, retrain_time,
+                                ms_per_sample, partition_method=partition))  # fmt: skip
         bar.update()
 
     info = {
@@ -287,6 +292,14 @@ def _forget_request(prepared, settings: BenchSettings) -> dict[str, Any]:
     if niche:
         return {"user_ids": niche}
     return {"fraction": settings.forget_fraction, "seed": settings.seed}
+
+
+def _largest_user(retain) -> str:
+    """The retained user with the most training samples (ties: the smallest id): the one-user deletion measured."""
+    counts: dict[str, int] = {}
+    for user in retain["user_id"]:
+        counts[user] = counts.get(user, 0) + 1
+    return min(counts, key=lambda u: (-counts[u], u))
 
 
 def _approximate_row(method, overrides, original_dir, request, test, settings, out, before, reference, floor,
@@ -330,12 +343,17 @@ def _approximate_row(method, overrides, original_dir, request, test, settings, o
         "forget_auc": evidence["forget_auc"],
         "gap_closed": evidence["gap_closed"],
         "shards_retrained": None,
+        "one_user_seconds": None,
+        "one_user_shards_retrained": None,
     }
 
 
-def _shard_rows(kind, base, splits, request, settings, workdir, single_ms, retrain_time, ms_per_sample,
+def _shard_rows(kind, base, splits, request, one_user, settings, workdir, single_ms, retrain_time, ms_per_sample,
                 **overrides) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Train a shard model (APA, or SISA/RecEraser-style with `kind` as the row name), forget the request, score it."""
+    """
+    Train a shard model (APA, or SISA/RecEraser-style with `kind` as the row name), forget the request and score it;
+    then time forgetting `one_user` more (the cost of a typical single deletion request).
+    """
     from .evaluation import ModelPredictions, Predictions
     from .trainer import APATrainer, SISAConfig, SISATrainer
 
@@ -365,9 +383,15 @@ def _shard_rows(kind, base, splits, request, settings, workdir, single_ms, retra
         values = _row(preds, None, report.seconds, params, ms, single_ms, retrain_time)
         return values | {"shards_retrained": len(report.affected_shards)}
 
-    if is_apa:
-        return {name: row(**aggregation) for name, aggregation in APA_ROWS.items()}
-    return {kind: row()}
+    rows = {name: row(**aggregation) for name, aggregation in APA_ROWS.items()} if is_apa else {kind: row()}
+    try:
+        single = trainer.forget(user_ids=[one_user])
+    except ValueError as err:  # e.g. the user is all that is left of a shard in a tiny data set
+        logger.warning("%s: the one-user deletion was not measured: %s", kind, err)
+        return rows
+    for values in rows.values():
+        values.update(one_user_seconds=single.seconds, one_user_shards_retrained=len(single.affected_shards))
+    return rows
 
 
 def _row(preds, reference, seconds, params, ms, single_ms, retrain_time) -> dict[str, Any]:
@@ -393,6 +417,8 @@ def _row(preds, reference, seconds, params, ms, single_ms, retrain_time) -> dict
         "forget_auc": utility_metrics(preds.forget.labels, preds.forget.probs)["auc"],
         "gap_closed": None,
         "shards_retrained": None,
+        "one_user_seconds": None,
+        "one_user_shards_retrained": None,
     }
 
 
@@ -429,7 +455,7 @@ def aggregate_rows(per_seed: list[list[dict[str, Any]]]) -> list[dict[str, Any]]
             values = [r[key] for r in seeded if r[key] is not None and not _isnan(r[key])]
             row[key] = float(np.mean(values)) if values else None
             std[key] = float(np.std(values, ddof=1)) if len(values) > 1 else None
-        for key in ("trainable_params", "shards_retrained"):
+        for key in ("trainable_params", "shards_retrained", "one_user_shards_retrained"):
             row[key] = None if row[key] is None else int(round(row[key]))
         row["std"] = std
         rows.append(row)
@@ -469,6 +495,22 @@ def format_markdown(result: dict[str, Any]) -> str:
                 cell += f" ± {_fmt(std, column)}"
             cells.append(cell)
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    exact = [row for row in result["rows"] if row.get("shards_retrained") is not None]
+    if exact:
+        lines += [
+            "",
+            "| exact method | shards retrained (request) | unlearn s | one more user: shards | one user s | × retrain |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        retrain = next(r for r in result["rows"] if r["method"] == "Retrain")["unlearn_seconds"]
+        for row in exact:
+            seconds = row.get("one_user_seconds")
+            ratio = None if seconds is None or not retrain else seconds / retrain
+            lines.append(
+                f"| {row['method']} | {row['shards_retrained']} | {_fmt(row['unlearn_seconds'], 'unlearn_seconds')} | "
+                f"{_fmt(row.get('one_user_shards_retrained'), 'trainable_params')} | {_fmt(seconds, 'unlearn_seconds')} "
+                f"| {_fmt(ratio, 'unlearn_vs_retrain')} |"
+            )
     lines += [
         "",
         "JSD/L2: Yes/No distributions on the forget set against Retrain (Retrain's row: against its other seed, the "
