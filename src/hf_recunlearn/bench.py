@@ -225,7 +225,7 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     trainer, _ = train_recommender(base, train, None, original_dir, _quiet(original_recipe(original_dir, settings.seed), settings))
     original, tokenizer = trainer.model, trainer.processing_class
     before = predict_unlearning_sets(original, tokenizer, request.forget, test, full_vocab=False, batch_size=batch)
-    original_params = _num_parameters(original)
+    original_params = count_trainable_parameters(original)  # every weight of a full fine-tune, else the LoRA
     original_ms = ms_per_sample(lambda ds: score(original, tokenizer, ds, batch_size=batch))
     del trainer, original
     bar.update()
@@ -254,6 +254,7 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     bar.update()
 
     rows["Original"] = _row(before, reference, None, original_params, original_ms, single_ms, retrain_time)
+    # Retrain follows the Original's recipe, so it trains the same parameters.
     rows["Retrain"] = _row(reference, floor, retrain_time, original_params, retrain_ms, single_ms, retrain_time)
     rows["Single adapter"] = _row(single_preds, None, None, count_trainable_parameters(single), single_ms, single_ms,
                                   retrain_time)  # fmt: skip
@@ -426,10 +427,6 @@ def _quiet(config, settings: BenchSettings):
     config.disable_tqdm = settings.disable_tqdm
     config.report_to = []
     return config
-
-
-def _num_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _slug(name: str) -> str:
