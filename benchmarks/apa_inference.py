@@ -37,7 +37,7 @@ from peft import PeftModel, get_peft_model, set_peft_model_state_dict
 
 from hf_recunlearn.apa_recommender import APARecommender
 from hf_recunlearn.data import build_samples, make_synthetic
-from hf_recunlearn.metrics import utility_metrics
+from hf_recunlearn.metrics import bootstrap_auc, utility_metrics
 from hf_recunlearn.models import build_tiny_model, build_tokenizer, load_model
 from hf_recunlearn.partition import prompt_representations
 from hf_recunlearn.scoring import score
@@ -238,16 +238,8 @@ def run(args, work: Path):
 
 def paired_bootstrap_auc_difference(labels, p, q, resamples: int = 500, seed: int = 0) -> tuple[float, float]:
     """95% interval of AUC(p) - AUC(q) over paired bootstrap resamples of the test set."""
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(seed)
-    labels, p, q = np.asarray(labels), np.asarray(p), np.asarray(q)
-    diffs = []
-    for _ in range(resamples):
-        idx = rng.integers(0, len(labels), len(labels))
-        if len(np.unique(labels[idx])) == 2:
-            diffs.append(roc_auc_score(labels[idx], p[idx]) - roc_auc_score(labels[idx], q[idx]))
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    diffs = bootstrap_auc(labels, p, resamples, seed) - bootstrap_auc(labels, q, resamples, seed)
+    lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
     return float(lo), float(hi)
 
 

@@ -37,6 +37,15 @@ torch.set_num_threads(1)
 gc.freeze()
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path, monkeypatch):
+    """
+    Every test runs in its own temporary directory, so that a relative path (the default `output_dir` of a trainer
+    built without `args`, such as `e2urec-unlearned/`) lands there and never in the checkout.
+    """
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def hub_server_session():
     """The session's `HubServer` at `HF_ENDPOINT`, accepting only `HUB_ENV.token` (the client's default `HF_TOKEN`)."""

@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -19,7 +20,15 @@ import hf_recunlearn.apa_recommender as apa_store
 from hf_recunlearn.apa_recommender import APARecommender, read_apa_directory, recover_apa_directory
 from hf_recunlearn.partition import ShardLedger, load_or_create_salt
 from hf_recunlearn.scoring import score
-from hf_recunlearn.trainer import APAConfig, APATrainer, RecTrainer, SISAConfig, SISATrainer
+from hf_recunlearn.trainer import (
+    APAConfig,
+    APATrainer,
+    E2URecConfig,
+    RecTrainer,
+    SISAConfig,
+    SISATrainer,
+    UnlearningTrainer,
+)
 
 from apa_helpers import apa_args, single_thread, tiny_base, tiny_datasets, tiny_tokenizer
 
@@ -82,8 +91,8 @@ def file_digests(folder: Path) -> dict[str, str]:
 
 
 def ledger_of(trainer) -> ShardLedger:
-    salt = load_or_create_salt(trainer.state.ledger["salt_id"], trainer.args.salt_dir)
-    return ShardLedger.from_dict(trainer.state.ledger, salt)
+    salt = load_or_create_salt(trainer.apa_state.ledger["salt_id"], trainer.args.salt_dir)
+    return ShardLedger.from_dict(trainer.apa_state.ledger, salt)
 
 
 def shard_of_user(trainer, user) -> set[int]:
@@ -196,7 +205,7 @@ def test_forgetting_a_user_retrains_only_its_shard_exactly(setup, fresh, tmp_pat
     ds, tok, base = setup
     trainer, model_dir = fresh
     before = file_digests(model_dir)
-    old_adapters = [dict(a) for a in trainer.state.shard_adapters]
+    old_adapters = [dict(a) for a in trainer.apa_state.shard_adapters]
     user = ds["train"][0]["user_id"]
     (k,) = shard_of_user(trainer, user)
     rows_before = ledger_of(trainer).shard_rows(k, ds["train"]["sample_id"])
@@ -212,7 +221,7 @@ def test_forgetting_a_user_retrains_only_its_shard_exactly(setup, fresh, tmp_pat
     train = ds["train"]
     remaining = [i for i in rows_before if train[i]["user_id"] != user]
     reference = train_reference_shard(base, tok, trainer.args, train.select(remaining), tmp_path)
-    new = trainer.state.shard_adapters[k]
+    new = trainer.apa_state.shard_adapters[k]
     assert set(new) == set(reference)
     for name in reference:
         assert torch.equal(new[name], reference[name]), name
@@ -227,7 +236,7 @@ def test_forgetting_a_user_retrains_only_its_shard_exactly(setup, fresh, tmp_pat
             assert before[f"shard_{j:02d}/adapter_model.safetensors"] != after[f"shard_{j:02d}/adapter_model.safetensors"]
         else:
             assert all(before[f] == after[f] for f in files)
-            assert all(torch.equal(old_adapters[j][n], t) for n, t in trainer.state.shard_adapters[j].items())
+            assert all(torch.equal(old_adapters[j][n], t) for n, t in trainer.apa_state.shard_adapters[j].items())
     meta = json.loads((model_dir / "apa_config.json").read_text())
     assert meta["version"] == 2
     assert [e["event"] for e in meta["lineage"]] == ["train", "forget"]
@@ -319,7 +328,7 @@ def test_a_crash_during_training_leaves_the_previous_version(setup, fresh, monke
     with pytest.raises(RuntimeError, match="simulated crash"):
         trainer.forget(user_ids=[ds["train"][0]["user_id"]])
     monkeypatch.undo()
-    assert file_digests(model_dir) == before and trainer.state.version == 1
+    assert file_digests(model_dir) == before and trainer.apa_state.version == 1
     assert not any(p.name.startswith(".model.") for p in model_dir.parent.iterdir())
     # The base model got its plain layers back, and the old version still predicts the same.
     assert not hasattr(base, "peft_config") and "lora" not in str(type(base.model.layers[0].self_attn.q_proj)).lower()
@@ -338,7 +347,7 @@ def test_a_crash_while_writing_leaves_the_previous_version(setup, fresh, monkeyp
     monkeypatch.setattr(apa_store, "_fsync_tree", boom)
     with pytest.raises(OSError, match="simulated crash"):
         trainer.forget(user_ids=[ds["train"][0]["user_id"]])
-    assert file_digests(model_dir) == before and trainer.state.version == 1
+    assert file_digests(model_dir) == before and trainer.apa_state.version == 1
     assert not any(p.name.startswith(".model.") for p in model_dir.parent.iterdir())
     assert read_apa_directory(model_dir).version == 1
 
@@ -365,7 +374,7 @@ def test_sisa_averages_shard_predictions_and_forgets(setup, tmp_path):
     trainer = SISATrainer(base, args, train_dataset=ds["train"], eval_dataset={"test": ds["test"]}, processing_class=tok)
     trainer.train()
     rec = trainer.recommender
-    assert trainer.state.partition["method"] == "random"
+    assert trainer.apa_state.partition["method"] == "random"
     shard_p = np.stack([rec.predict_shard(ds["test"], k) for k in range(3)], axis=1)
     np.testing.assert_allclose(trainer.predict(ds["test"]), shard_p.mean(1), atol=1e-6)
     sample = ds["train"][0]["sample_id"]
@@ -396,11 +405,11 @@ def test_semantic_partition_trainer(setup, tmp_path):
                     temperature_candidates=[1.0, 1000.0], routing_representation="last_hidden", save_on_event=False)  # fmt: skip
     trainer = APATrainer(base, args, train_dataset=ds["train"], eval_dataset={"valid": ds["valid"]}, processing_class=tok)
     report = trainer.train()
-    assert trainer.state.partition["method"] == "semantic"
-    assert max(s["num_samples"] for s in trainer.state.shard_info) <= 40
-    assert trainer.state.partition_centroids.shape[0] == 2
+    assert trainer.apa_state.partition["method"] == "semantic"
+    assert max(s["num_samples"] for s in trainer.apa_state.shard_info) <= 40
+    assert trainer.apa_state.partition_centroids.shape[0] == 2
     assert set(report.temperature_scores) == {1.0, 1000.0}
-    assert trainer.state.aggregation.temperature in (1.0, 1000.0)
+    assert trainer.apa_state.aggregation.temperature in (1.0, 1000.0)
     assert not (tmp_path / "sem").exists()  # save_on_event=False
 
 
@@ -423,6 +432,173 @@ def test_config_and_trainer_validation(setup, tmp_path):
         APATrainer(base, args, train_dataset=ds["train"], processing_class=tok, optimizers=(1, None))
     with pytest.raises(RuntimeError, match="train"):
         APATrainer(base, args, train_dataset=ds["train"], processing_class=tok).forget(user_ids=["x"])
+
+
+# ---------------------------------------------------------------------------------------------------- Trainer contract
+
+
+def test_apa_and_sisa_are_unlearning_trainers(trained):
+    from transformers import Trainer, TrainerState
+
+    trainer, report, _ = trained
+    assert isinstance(trainer, UnlearningTrainer) and isinstance(trainer, Trainer)
+    assert issubclass(SISATrainer, APATrainer) and SISATrainer.config_class is SISAConfig
+    # `state` is the Trainer's; the events went through `Trainer.log` into it.
+    assert isinstance(trainer.state, TrainerState) and trainer.apa_state.version == 1
+    events = [e for e in trainer.state.log_history if "apa/version" in e]
+    assert events[0]["apa/version"] == 1 and events[0]["apa/shards_trained"] == 3
+    assert events[0]["apa/num_samples"] == report.num_samples
+    assert trainer.is_world_process_zero() and trainer._process_layout() == (1, 0)
+    adapters = trainer.apa_state.shard_adapters
+    assert trainer.num_trainable_parameters == sum(t.numel() for a in adapters for t in a.values())
+
+
+def _copy_of(ds, column, value):
+    return ds.map(lambda row: {column: value})
+
+
+@pytest.mark.parametrize(
+    "case, error, match",
+    [
+        ("e2urec_args", TypeError, r"`args` must be an instance of `APAConfig` for APATrainer, got E2URecConfig"),
+        ("apa_args_for_sisa", TypeError, r"`args` must be an instance of `SISAConfig` for SISATrainer, got APAConfig"),
+        ("no_user_id", ValueError, r"`train_dataset` is missing columns \['user_id'\]"),
+        ("forget_no_sample_id", ValueError, r"`forget_dataset` is missing columns \['sample_id'\]"),
+        ("forget_empty", ValueError, r"`forget_dataset` is empty"),
+        ("forget_foreign", ValueError, r"`forget_dataset` has 2 of 2 sample\(s\) whose `sample_id` is not in"),
+        ("optimizers", ValueError, r"`optimizers` must be \(None, None\)"),
+        ("peft_model", ValueError, r"`model` is already a PEFT model"),
+        ("not_a_model", TypeError, r"`model` must be a model id, a path or a `PreTrainedModel`, got dict"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_are_refused_naming_the_argument(setup, tmp_path, case, error, match):
+    from peft import LoraConfig, get_peft_model
+
+    ds, tok, base = setup
+    train = ds["train"]
+    trainer_cls, model = APATrainer, base
+    kwargs = dict(args=apa_args(tmp_path / "out", tmp_path / "salts"), train_dataset=train, processing_class=tok)
+    if case == "e2urec_args":
+        kwargs["args"] = E2URecConfig(output_dir=str(tmp_path / "out"))
+    elif case == "apa_args_for_sisa":
+        trainer_cls = SISATrainer
+    elif case == "no_user_id":
+        kwargs["train_dataset"] = train.remove_columns("user_id")
+    elif case == "forget_no_sample_id":
+        kwargs["forget_dataset"] = train.select([0, 1]).remove_columns("sample_id")
+    elif case == "forget_empty":
+        kwargs["forget_dataset"] = train.select([])
+    elif case == "forget_foreign":
+        kwargs["forget_dataset"] = ds["test"].select([0, 1])
+    elif case == "optimizers":
+        kwargs["optimizers"] = (object(), None)
+    elif case == "peft_model":
+        model = get_peft_model(tiny_base(tok), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    elif case == "not_a_model":
+        model = {"not": "a model"}
+    with pytest.raises(error, match=match):
+        trainer_cls(model, **kwargs)
+    assert not (tmp_path / "out" / "apa_config.json").exists()
+    assert not hasattr(base, "peft_config")  # the shared base is untouched by a refused construction
+
+
+def test_retain_dataset_is_ignored_with_a_warning(setup, tmp_path):
+    ds, tok, base = setup
+    args = apa_args(tmp_path / "out", tmp_path / "salts")
+    with pytest.warns(UserWarning, match="`retain_dataset` is ignored by APATrainer") as record:
+        APATrainer(base, args, train_dataset=ds["train"], retain_dataset=ds["train"], processing_class=tok)
+    assert record[0].filename == __file__  # the warning points at the caller's line
+
+
+def test_forget_dataset_through_train_trains_then_forgets(setup, tmp_path):
+    ds, tok, base = setup
+    train = ds["train"]
+    user = train[7]["user_id"]
+    forget = train.filter(lambda r: r["user_id"] == user)
+    trainer = APATrainer(
+        base,
+        apa_args(tmp_path / "model", tmp_path / "salts"),
+        train_dataset=train,
+        eval_dataset={"valid": ds["valid"]},
+        processing_class=tok,
+        forget_dataset=forget,
+    )
+    report = trainer.train()
+    assert [r.event for r in trainer.reports] == ["train", "forget"]
+    assert report.event == "forget" and report.version == 2 and len(report.affected_shards) == 1
+    assert report.samples_removed == len(forget) and report.users_removed == 1
+    assert shard_of_user(trainer, user) == set() and report.num_samples == len(train) - len(forget)
+    assert [e["event"] for e in read_apa_directory(tmp_path / "model").lineage] == ["train", "forget"]
+    assert [e["apa/version"] for e in trainer.state.log_history if "apa/version" in e] == [1, 2]
+    assert trainer.unlearning_runtime == report.seconds and trainer.forget_dataset is None
+    with pytest.raises(ValueError, match="Nothing to do"):
+        trainer.train()  # the request was consumed; a second call has nothing left to do
+
+
+def test_model_card_has_counts_and_a_salted_hash_never_ids(setup, fresh):
+    ds, tok, base = setup
+    trainer, model_dir = fresh
+    user = ds["train"][2]["user_id"]
+    samples = [s for s, u in zip(ds["train"]["sample_id"], ds["train"]["user_id"]) if u == user]
+    ledger = ledger_of(trainer)
+    report = trainer.forget(user_ids=[user])
+    trainer.create_model_card()
+    card = (model_dir / "README.md").read_text()
+    meta = card.split("---")[1]
+    assert "library_name: peft" in meta and "- apa" in meta and "exact-unlearning" in meta
+    assert "**APA**" in card and "arxiv.org/abs/2404.10327" in card and "@article{hu2024exact" in card
+    assert "3 LoRA shard adapters" in card and "version 2" in card
+    assert f"num forgotten samples: `{len(samples)}`" in card and "num forgotten users: `1`" in card
+    assert f"num retained samples: `{report.num_samples}`" in card and "num forget events: `1`" in card
+    salted = "\n".join(sorted(ledger.hash_sample(s) for s in samples))
+    assert hashlib.sha256(salted.encode()).hexdigest() in card
+    # Neither the user nor their samples, nor an unsalted digest of them that could be checked against guesses.
+    assert user not in card and "person-" not in card and not any(s in card for s in samples)
+    assert hashlib.sha256("\n".join(sorted(samples)).encode()).hexdigest() not in card
+    assert "salt_dir" not in card and trainer.args.salt_dir not in card
+    assert re.search(r"trainable parameters: `(\d+)`", card).group(1) == str(trainer.num_trainable_parameters)
+
+
+def test_evaluate_unlearning_reads_an_apa_trainer(setup, fresh):
+    from hf_recunlearn.evaluation import ModelPredictions, Predictions, evaluate_unlearning
+    from hf_recunlearn.metrics import utility_metrics
+
+    ds, tok, base = setup
+    trainer, _ = fresh
+    user = ds["train"][4]["user_id"]
+    forget_set = ds["train"].filter(lambda r: r["user_id"] == user)
+
+    def aggregate():
+        return ModelPredictions(
+            forget=Predictions(trainer.predict(forget_set), np.asarray(forget_set["label"])),
+            test=Predictions(trainer.predict(ds["test"]), np.asarray(ds["test"]["label"])),
+        )
+
+    before = aggregate()
+    report = trainer.forget(user_ids=[user])
+    after = aggregate()  # APA is exact: the retrained reference is the new version itself
+    out = evaluate_unlearning(trainer, before, after, forget_dataset=forget_set, test_dataset=ds["test"])
+    assert out["test_auc"] == pytest.approx(utility_metrics(ds["test"]["label"], after.test.probs)["auc"])
+    assert out["forget_jsd"] == pytest.approx(0.0, abs=1e-12)  # scored through the recommender, not the bare base
+    assert out["unlearning_time_s"] == report.seconds
+    assert out["trainable_parameters"] == trainer.num_trainable_parameters > 0
+
+
+def test_a_saved_directory_is_the_default_output_dir(setup, trained, tmp_path, monkeypatch):
+    ds, tok, base = setup
+    _, _, root = trained
+    base_dir = tmp_path / "base"
+    base.save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    model_dir = tmp_path / "model"
+    shutil.copytree(root / "v1", model_dir)
+    meta = json.loads((model_dir / "apa_config.json").read_text())
+    (model_dir / "apa_config.json").write_text(json.dumps({**meta, "base_model": str(base_dir)}))
+    monkeypatch.chdir(tmp_path / "base")  # a default elsewhere would appear here
+    trainer = APATrainer(str(model_dir), train_dataset=ds["train"], eval_dataset={"valid": ds["valid"]})
+    assert trainer.args.output_dir == str(model_dir) and trainer.apa_state.version == 1
+    assert not (tmp_path / "base" / "apa-model").exists()
+    assert trainer.num_trainable_parameters == trained[0].num_trainable_parameters
 
 
 # ---------------------------------------------------------------------------------------------------- processes

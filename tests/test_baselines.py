@@ -9,6 +9,7 @@ import torch
 from hf_recunlearn import (
     BadTeacherConfig,
     BadTeacherTrainer,
+    E2URecConfig,
     ModelPredictions,
     NegGradConfig,
     NegGradTrainer,
@@ -153,3 +154,12 @@ def test_evaluate_unlearning_scores_models_and_reads_a_trainer(tiny_data, tmp_pa
     assert out["unlearning_time_s"] == pytest.approx(trainer.unlearning_runtime)
     assert out["forget_symmetrised_kl_full_vocab"] >= 0.0 and out["forget_jsd"] >= 0.0
     assert math.isnan(out["gap_closed"])  # no second retrain given: no floor
+
+
+def test_args_of_another_method_are_refused_by_config_class(tiny_data, tmp_path):
+    args = E2URecConfig(output_dir=str(tmp_path / "out"), **COMMON)
+    with pytest.raises(TypeError, match=r"`args` must be an instance of `NegGradConfig` for NegGradTrainer, got E2URec"):
+        NegGradTrainer(build_tiny_model(tiny_data["tokenizer"], "causal", "tiny"), args=args,
+                       train_dataset=tiny_data["train"], forget_dataset=tiny_data["split"].forget,
+                       processing_class=tiny_data["tokenizer"])  # fmt: skip
+    assert not (tmp_path / "out").exists()  # refused before anything is built

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from hf_recunlearn.metrics import (
+    bootstrap_auc,
     gap_closed,
     jsd,
     l2_distance,
@@ -63,3 +64,19 @@ def test_membership_inference_auc():
     np.testing.assert_allclose(conf, np.log([0.8, 0.2]))
     with pytest.raises(ValueError, match="member"):
         membership_inference_auc([], [1])
+
+
+def test_bootstrap_auc_is_the_auc_of_each_resample_and_pairs_the_resamples():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    p = np.round(np.clip(0.3 * y + rng.random(300) * 0.7, 0, 1), 2)  # rounded: many ties
+    q = rng.random(300)
+    a, b = bootstrap_auc(y, p, resamples=50, seed=3), bootstrap_auc(y, q, resamples=50, seed=3)
+    draws = np.random.default_rng(3).integers(0, 300, size=(50, 300))  # the resamples the function draws
+    for i in (0, 17, 49):
+        assert a[i] == pytest.approx(roc_auc_score(y[draws[i]], p[draws[i]]), abs=1e-12)
+        assert b[i] == pytest.approx(roc_auc_score(y[draws[i]], q[draws[i]]), abs=1e-12)
+    assert not np.array_equal(a, bootstrap_auc(y, p, resamples=50, seed=4))
+    assert np.isnan(bootstrap_auc([1, 1, 1], [0.2, 0.5, 0.9], resamples=4)).all()

@@ -94,6 +94,11 @@ def predict_unlearning_sets(
     )
 
 
+def _recommender_predictions(trainer, dataset, batch_size: int) -> Predictions:
+    """An APA trainer's aggregated P(like) on `dataset` (no full-vocabulary logits: there is no single model)."""
+    return Predictions(probs=trainer.predict(dataset, batch_size), labels=np.asarray(dataset["label"], dtype=int))
+
+
 def evaluate_unlearning(
     unlearned,
     original,
@@ -114,7 +119,8 @@ def evaluate_unlearning(
     Each of `unlearned`, `original`, `retrained` and `retrained_other` is a model (scored here on `forget_dataset` and
     `test_dataset` with `tokenizer`), a [`ModelPredictions`] computed earlier (the way to keep the original's outputs:
     unlearning modifies the original model in place), or, for `unlearned`, an unlearning trainer (its model, wall time
-    and trainable parameter count are read off it).
+    and trainable parameter count are read off it; for an `APATrainer`, its aggregated recommender and last forget
+    event).
 
     Args:
         unlearned: the model after unlearning.
@@ -155,7 +161,16 @@ def evaluate_unlearning(
         if trainable_parameters is None:
             trainable_parameters = trainer.num_trainable_parameters
         tokenizer = tokenizer or trainer.processing_class
-        unlearned = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(trainer, "recommender"):
+            # APA: `trainer.model` is the frozen base; the unlearned model is the aggregate of the shard adapters.
+            if forget_dataset is None or test_dataset is None:
+                raise ValueError("Pass `forget_dataset` and `test_dataset` to evaluate an APA trainer's recommender.")
+            unlearned = ModelPredictions(
+                forget=_recommender_predictions(trainer, forget_dataset, batch_size),
+                test=_recommender_predictions(trainer, test_dataset, batch_size),
+            )
+        else:
+            unlearned = trainer.accelerator.unwrap_model(trainer.model)
     if trainable_parameters is None and isinstance(unlearned, torch.nn.Module):
         trainable_parameters = count_trainable_parameters(unlearned)
 

@@ -8,6 +8,13 @@ shard equals, bit for bit under deterministic settings, a shard trained on its r
 Shard training is spread over processes under `accelerate launch --num_processes N` (shard i of the shards to train
 goes to process i mod N; each process trains its shards as an ordinary single-process `Trainer` run and the adapters
 are gathered), so the result does not depend on the number of processes.
+
+`APATrainer` is an [`UnlearningTrainer`], hence a `transformers.Trainer`: it shares the configuration check, the
+dataset checks and the matching of `forget_dataset` against `train_dataset`, the model card, `log` and the
+callbacks, and the launch's process layout through `self.accelerator`. It replaces what only an approximate method
+needs (a student adapter, forget/retain pairing, teacher outputs) through `UnlearningTrainer`'s setup hooks. As in
+every `Trainer`, `trainer.state` is the `TrainerState` (events are logged to `trainer.state.log_history` under
+`apa/...`); the APA model itself is `trainer.apa_state`.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import logging
 import os
 import tempfile
@@ -39,12 +47,13 @@ from ..apa_recommender import (
     read_version,
     write_apa_directory,
 )
-from ..metrics import utility_metrics
+from ..hub import CITATIONS
 from ..models import _prepare_tokenizer, load_model
 from ..partition import ShardLedger, load_or_create_salt, make_partition, prompt_representations
 from ..scoring import AnswerTokens, score
 from .apa_config import APAConfig
-from .rec_trainer import RecTrainer, make_lora_config
+from .base_trainer import UnlearningTrainer
+from .rec_trainer import RecTrainer, compute_utility_metrics, make_lora_config
 
 
 logger = logging.getLogger(__name__)
@@ -138,28 +147,6 @@ def _single_process_training(active: bool):
         AcceleratorState._shared_state.update(saved_acc)
 
 
-def _process_info() -> tuple[int, int]:
-    """
-    `(num_processes, process_index)` of the current launch; `(1, 0)` for a plain `python` run.
-
-    Read from `torch.distributed`, initialising it through accelerate when a launcher (torchrun, `accelerate
-    launch`) started several processes: on a machine without GPUs accelerate's own state reports a single process
-    even then, so it is not asked for the count.
-    """
-    world = max(int(os.environ.get(k, 1)) for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
-    if world <= 1:
-        return 1, 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        from accelerate import PartialState
-
-        PartialState(cpu=not torch.cuda.is_available())
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_world_size(), dist.get_rank()
-
-
 def _broadcast(obj, world: int):
     if world == 1:
         return obj
@@ -168,15 +155,23 @@ def _broadcast(obj, world: int):
     return payload[0]
 
 
-class APATrainer:
+class APATrainer(UnlearningTrainer):
     """
     Trainer for APA: K shard LoRA adapters, sample-adaptive aggregation, exact forgetting by shard retraining.
+
+    An [`UnlearningTrainer`] for an exact method: there is no student and no teacher; `train()` trains the shard
+    adapters (each an ordinary single-process [`RecTrainer`] run) and returns an [`APAEventReport`], and
+    [`forget`] retrains only the shards that held the forgotten data. Events are logged through `Trainer.log`
+    (`apa/version`, `apa/shards_trained`, `apa/samples_removed`, `apa/users_removed`, `apa/num_samples`,
+    `apa/seconds`), and `create_model_card` describes the version by counts and salted hashes.
 
     Args:
         model (`str`, `PreTrainedModel` or `APARecommender`):
             The base model (a model id, path or loaded model; not PEFT-wrapped), or an existing APA model to forget
             from: a directory written by `APATrainer` / `APARecommender.save_pretrained`, or an `APARecommender`.
-        args (`APAConfig`, *optional*): configuration; `output_dir` receives a new version after every event.
+        args (`APAConfig`, *optional*): configuration; `output_dir` receives a new version after every event. By
+            default the directory `model` names when it is a saved APA model (the next version replaces it), else
+            `apa-model`.
         data_collator (*optional*): collator for shard training (default: `RecCollator` for the model).
         train_dataset (`Dataset`): the training set, columns `prompt`, `completion`, `label`, `sample_id`, `user_id`.
             To forget from an existing APA model, pass the training set it was trained on: retrained shards are read
@@ -187,16 +182,24 @@ class APATrainer:
             [`evaluate`]. A single `Dataset` is only evaluated (then adaptive weights need a dict).
         processing_class: the tokenizer (loaded with the model when `model` is a string).
         compute_metrics (*optional*): `EvalPrediction -> dict`; default AUC/ACC/LogLoss.
-        callbacks (*optional*): passed to every shard's `Trainer`.
+        callbacks (*optional*): passed to every shard's `Trainer`, and to this trainer's (which sees the events).
         optimizers: must be `(None, None)`: every shard builds its own optimizer.
-        forget_dataset (`Dataset`, *optional*): samples to forget (`sample_id` column); [`train`] forgets them after
-            training (or right away when `model` is an existing APA model).
+        forget_dataset (`Dataset`, *optional*): samples to forget, drawn from `train_dataset` (matched by
+            `sample_id`; unknown samples are refused here). [`train`] trains, then forgets them (or forgets them right
+            away when `model` is an existing APA model).
         retain_dataset: accepted for the unlearning-trainer interface and ignored: the ledger defines what remains.
         peft_config (`LoraConfig`, *optional*): shard adapter settings (default: from `args`).
     """
 
     _tag_names = ["hf_recunlearn", "apa", "unlearning", "exact-unlearning"]
-    _config_class = APAConfig
+    _name = "APA"
+    _paper = {
+        "title": CITATIONS["apa"]["title"],
+        "url": f"https://arxiv.org/abs/{CITATIONS['apa']['arxiv']}",
+        "citation": CITATIONS["apa"]["bibtex"],
+    }
+    config_class = APAConfig
+    default_compute_metrics = staticmethod(compute_utility_metrics)
 
     def __init__(
         self,
@@ -213,41 +216,92 @@ class APATrainer:
         retain_dataset=None,
         peft_config=None,
     ):
-        self.args = args or self._config_class(output_dir=f"{self._tag_names[1]}-model")
-        if not isinstance(self.args, APAConfig):
-            raise TypeError(f"`args` must be an `APAConfig`, got {type(self.args).__name__}.")
         if optimizers != (None, None):
-            raise ValueError("`optimizers` is not supported by APA: every shard adapter builds its own optimizer.")
+            raise ValueError(
+                f"`optimizers` must be (None, None) for APA, got {optimizers!r}: every shard adapter builds its own "
+                "optimizer from `args`."
+            )
+        args = self._check_args(args, model)
+        self.apa_state: APAState | None = None
+        # The directory holding the current version, if any: unchanged shards are copied from it byte for byte.
+        self._source_dir: str | None = None
+        self._shard_data_collator = data_collator
+        self._shard_callbacks = callbacks
+        self._shard_peft_config = peft_config
+        self._recommender: APARecommender | None = None
+        self._forgotten_sample_hashes: set[str] = set()
+        self.reports: list[APAEventReport] = []
+        self.unlearning_runtime: float | None = None  # seconds of the last forget event
+        output_dir_existed = os.path.isdir(args.output_dir)
+        super().__init__(
+            model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            forget_dataset=forget_dataset,
+            retain_dataset=retain_dataset,
+            peft_config=peft_config,
+        )
+        if not args.save_on_event and not output_dir_existed:
+            # `Trainer` creates `output_dir`; with `save_on_event=False` nothing is written there unless asked.
+            with contextlib.suppress(OSError):
+                os.rmdir(args.output_dir)
+
+    # ------------------------------------------------------------------------------------------------ setup hooks
+    def _default_output_dir(self, model) -> str:
+        if _is_apa_directory(model):
+            return str(model)  # forgetting from a saved version writes the next version in its place
+        return f"{self._name.lower()}-model"
+
+    def _load_model(self, model, processing_class):
+        """The base model and tokenizer; an existing APA model (directory or recommender) also gives its state."""
+        if isinstance(model, APARecommender):
+            self.apa_state = copy.deepcopy(model.state)
+            self._source_dir = model.source_dir
+            return model.model, processing_class or model.tokenizer
+        if not _is_apa_directory(model):
+            return super()._load_model(model, processing_class)
+        self.apa_state = read_apa_directory(model)
+        self._source_dir = str(model)
+        if not self.apa_state.base_model:
+            raise ValueError(
+                f"{str(model)!r} records no base model name; load it with `APARecommender.from_pretrained(dir, "
+                "base_model=...)` and pass the recommender as `model`."
+            )
+        base, tokenizer = load_model(self.apa_state.base_model)
+        if os.path.isfile(os.path.join(model, "tokenizer_config.json")):
+            from transformers import AutoTokenizer
+
+            tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(model), base)
+        return base, processing_class or tokenizer
+
+    def _resolve_datasets(self, train_dataset, forget_dataset, retain_dataset):
+        """
+        Check the columns the ledger needs; an optional `forget_dataset` must be training samples. There is no
+        retained set to derive: the ledger holds what remains.
+        """
         if retain_dataset is not None:
             warnings.warn(
                 "`retain_dataset` is ignored by APATrainer: the shard ledger determines the retained samples. "
                 "Pass the full `train_dataset` instead (and drop `retain_dataset` to silence this warning).",
-                stacklevel=2,
+                stacklevel=4,
             )
-        self.state: APAState | None = None
-        source_dir = None
-        if isinstance(model, APARecommender):
-            self.state = copy.deepcopy(model.state)
-            source_dir = model.source_dir
-            processing_class = processing_class or model.tokenizer
-            model = model.model
-        elif isinstance(model, (str, os.PathLike)):
-            if os.path.isfile(os.path.join(model, CONFIG_NAME)):
-                self.state = read_apa_directory(model)
-                source_dir = str(model)
-                if not self.state.base_model:
-                    raise ValueError(
-                        f"{str(model)!r} records no base model name; load it with `APARecommender.from_pretrained(dir, "
-                        "base_model=...)` and pass the recommender as `model`."
-                    )
-                model, tokenizer = load_model(self.state.base_model)
-                if os.path.isfile(os.path.join(source_dir, "tokenizer_config.json")):
-                    from transformers import AutoTokenizer
+        ledger_keys = " (the ledger keys shards by `sample_id` and `user_id`)"
+        self._check_columns({"train_dataset": train_dataset}, REQUIRED_COLUMNS, why=ledger_keys)
+        self._check_columns({"forget_dataset": forget_dataset}, ("sample_id",), why=" (names the samples to forget)")
+        if forget_dataset is not None:
+            self._check_forget_not_empty(forget_dataset)
+            if train_dataset is not None:
+                self._match_forget_set(forget_dataset, train_dataset)
+        return forget_dataset, None
 
-                    tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(source_dir), model)
-            else:
-                model, tokenizer = load_model(model)
-            processing_class = processing_class or tokenizer
+    def _prepare_model(self, model, args: APAConfig, peft_config):
+        """The base stays as it is: every shard adapter is added, trained and removed again by `_train_shard`."""
         if isinstance(model, PeftModel) or hasattr(model, "peft_config"):
             raise ValueError(
                 "`model` is already a PEFT model. APA trains its own shard adapters on the frozen base: pass the base "
@@ -255,38 +309,20 @@ class APATrainer:
             )
         if not isinstance(model, PreTrainedModel):
             raise TypeError(f"`model` must be a model id, a path or a `PreTrainedModel`, got {type(model).__name__}.")
-        if processing_class is None:
-            raise ValueError("`processing_class` (the tokenizer) is required when `model` is a loaded model.")
-        if train_dataset is not None:
-            missing = [c for c in REQUIRED_COLUMNS if c not in train_dataset.column_names]
-            if missing:
-                raise ValueError(
-                    f"`train_dataset` is missing columns {missing}; APA needs {list(REQUIRED_COLUMNS)} (the ledger keys "
-                    "shards by `sample_id` and `user_id`). Build it with `hf_recunlearn.data.build_datasets`."
-                )
-        self.model = model
-        self.processing_class = processing_class
-        self.data_collator = data_collator
-        self.train_dataset = train_dataset
-        self.eval_dataset = eval_dataset
-        self.compute_metrics = compute_metrics
-        self.callbacks = callbacks
-        self.forget_dataset = forget_dataset
-        self.retain_dataset = retain_dataset
-        self.peft_config = peft_config
-        self.reports: list[APAEventReport] = []
-        self._recommender: APARecommender | None = None
-        # The directory holding the current version, if any: unchanged shards are copied from it byte for byte.
-        self._source_dir: str | None = source_dir
+        return model
+
+    def _training_inputs(self, model, args, processing_class, train_dataset, data_collator):
+        """No forget/retain pairing: `Trainer` holds the training set; the shards build their own batches."""
+        return train_dataset, data_collator
 
     # ------------------------------------------------------------------------------------------------ public API
     @property
     def recommender(self) -> APARecommender:
         """The aggregated recommender of the current version."""
-        if self.state is None:
+        if self.apa_state is None:
             raise RuntimeError("No APA model yet: call `train()` first.")
-        if self._recommender is None or self._recommender.state is not self.state:
-            self._recommender = APARecommender(self.model, self.processing_class, self.state)
+        if self._recommender is None or self._recommender.state is not self.apa_state:
+            self._recommender = APARecommender(self.model, self.processing_class, self.apa_state)
         return self._recommender
 
     def train(self, resume_from_checkpoint=None, **kwargs) -> APAEventReport:
@@ -299,13 +335,10 @@ class APATrainer:
             raise ValueError("`resume_from_checkpoint` is not supported: APA versions are complete models; pass the "
                              "saved directory as `model` instead.")  # fmt: skip
         report = None
-        if self.state is None:
+        if self.apa_state is None:
             report = self._train_all()
         if self.forget_dataset is not None:
-            if "sample_id" not in self.forget_dataset.column_names:
-                raise ValueError("`forget_dataset` needs a `sample_id` column naming the training samples to forget.")
-            sample_ids = list(self.forget_dataset["sample_id"])
-            report = self.forget(sample_ids=sample_ids)
+            report = self.forget(sample_ids=list(self.forget_dataset["sample_id"]))
             self.forget_dataset = None  # consumed: the ledger no longer holds these samples
         if report is None:
             raise ValueError("Nothing to do: the model is already trained and no `forget_dataset` was given.")
@@ -319,18 +352,18 @@ class APATrainer:
         are refused before anything changes; a failure at any point leaves the previous version (in memory and on
         disk) intact.
         """
-        if self.state is None:
+        if self.apa_state is None:
             raise RuntimeError("No APA model yet: call `train()` first, or pass a saved APA directory as `model`.")
         if self.train_dataset is None:
             raise ValueError(
                 "Forgetting retrains shards on their remaining samples: pass the training set as `train_dataset`."
             )
         start = time.perf_counter()
-        world, rank = _process_info()
+        world, rank = self._process_layout()
         salt = _broadcast(
-            load_or_create_salt(self.state.ledger["salt_id"], self.args.salt_dir) if rank == 0 else None, world
+            load_or_create_salt(self.apa_state.ledger["salt_id"], self.args.salt_dir) if rank == 0 else None, world
         )
-        ledger = ShardLedger.from_dict(self.state.ledger, salt)
+        ledger = ShardLedger.from_dict(self.apa_state.ledger, salt)
         found = ledger.locate(user_ids=user_ids, sample_ids=sample_ids)
         removed = set().union(*found.values())
         new_ledger = ledger.remove(removed)
@@ -342,13 +375,13 @@ class APATrainer:
                 "fewer, larger shards (`num_shards`) for data this small."
             )
         results = self._train_shards(affected, new_ledger)
-        state = copy.copy(self.state)
+        state = copy.copy(self.apa_state)
         state.shard_adapters = list(state.shard_adapters)
         state.shard_info = list(state.shard_info)
         state.valid_errors = state.valid_errors.clone()
         state.shard_centroids = state.shard_centroids.clone()
         state.aggregation = copy.deepcopy(state.aggregation)
-        state.version = self.state.version + 1
+        state.version = self.apa_state.version + 1
         for k, res in results.items():
             state.shard_adapters[k] = res.adapter
             state.shard_info[k] = {**res.info, "trained_in_version": state.version}
@@ -368,6 +401,8 @@ class APATrainer:
             num_samples=new_ledger.num_samples(),
         )
         self._finish_event(state, report, start, changed=affected)
+        self._forgotten_sample_hashes |= removed
+        self.unlearning_runtime = report.seconds
         return report
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -388,10 +423,8 @@ class APATrainer:
             probs = self.predict(ds)
             seconds = time.perf_counter() - start
             labels = np.asarray(ds["label"])
-            if self.compute_metrics is not None:
-                values = self.compute_metrics(EvalPrediction(predictions=probs, label_ids=labels))
-            else:
-                values = utility_metrics(labels, probs)
+            compute_metrics = self.compute_metrics or compute_utility_metrics
+            values = compute_metrics(EvalPrediction(predictions=probs, label_ids=labels))
             metrics.update({f"{prefix}_{k}": float(v) for k, v in values.items()})
             metrics[f"{prefix}_ms_per_sample"] = 1000.0 * seconds / max(1, len(ds))
         return metrics
@@ -401,16 +434,29 @@ class APATrainer:
         return self.recommender.predict(dataset, batch_size or self.args.per_device_eval_batch_size)
 
     def is_world_process_zero(self) -> bool:
-        """Whether this is the main process of the launch (the one that writes versions), as in `Trainer`."""
-        return _process_info()[1] == 0
+        """Whether this is the main process of the launch (the one that writes versions and cards)."""
+        return self._process_layout()[1] == 0
+
+    def _process_layout(self) -> tuple[int, int]:
+        """
+        `(num_processes, process_index)` of the launch, from the `Trainer`'s accelerator; `(1, 0)` for a plain
+        `python` run.
+
+        One exception: launched as several processes on a machine without GPUs and without `use_cpu=True`,
+        accelerate sets up the process group but reports a single process, so `torch.distributed` is asked then.
+        """
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        if world == 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return world, rank
 
     def save_pretrained(self, save_directory) -> None:
         """Write the current version to `save_directory` (layout in `hf_recunlearn.apa_recommender`)."""
-        if self.state is None:
+        if self.apa_state is None:
             raise RuntimeError("No APA model to save yet: call `train()` first.")
-        if _process_info()[1] != 0:
+        if not self.is_world_process_zero():
             return
-        write_apa_directory(save_directory, self.state, tokenizer=self.processing_class)
+        write_apa_directory(save_directory, self.apa_state, tokenizer=self.processing_class)
 
     def push_to_hub(self, repo_id: str, *, keep_history: bool = False, private: bool = False, **kwargs):
         """
@@ -424,9 +470,9 @@ class APATrainer:
 
         from ..hub import push
 
-        if self.state is None:
+        if self.apa_state is None:
             raise RuntimeError("No APA model to push yet: call `train()` first.")
-        if _process_info()[1] != 0:
+        if not self.is_world_process_zero():
             return None
         source = self._reusable_source()
         if source is not None:
@@ -438,6 +484,59 @@ class APATrainer:
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """`Trainer`-style alias of [`save_pretrained`] (default: `args.output_dir`)."""
         self.save_pretrained(output_dir or self.args.output_dir)
+
+    # ------------------------------------------------------------------------------------------------ model card
+    @property
+    def num_trainable_parameters(self) -> int:
+        """Parameters trained: the K shard adapters together (0 before `train()`)."""
+        if self.apa_state is None:
+            return 0
+        return sum(t.numel() for adapter in self.apa_state.shard_adapters for t in adapter.values())
+
+    def forget_request_summary(self) -> dict[str, Any]:
+        """
+        What the current version has forgotten, from its lineage: counts only, and a SHA-256 over the sorted salted
+        ledger hashes of the samples forgotten through this trainer (the data owner, who holds the salt, can check
+        it; nobody else can test guesses of ids against it). Never an id.
+        """
+        lineage = self.apa_state.lineage if self.apa_state is not None else []
+        forgets = [e for e in lineage if e.get("event") == "forget"]
+        summary: dict[str, Any] = {
+            "num_forget_events": len(forgets),
+            "num_forgotten_samples": sum(int(e.get("samples_removed", 0)) for e in forgets),
+            "num_forgotten_users": sum(int(e.get("users_removed", 0)) for e in forgets),
+            "num_retained_samples": int(lineage[-1]["num_samples"]) if lineage else 0,
+        }
+        if self._forgotten_sample_hashes:
+            digest = hashlib.sha256("\n".join(sorted(self._forgotten_sample_hashes)).encode()).hexdigest()
+            summary["forgotten_sample_hashes_sha256"] = digest
+        return summary
+
+    def method_hyperparameters(self) -> dict[str, Any]:
+        """The APA configuration, without the local paths and switches that are not hyperparameters."""
+        values = super().method_hyperparameters()
+        for name in ("salt_dir", "save_on_event"):
+            values.pop(name, None)
+        return values
+
+    def _is_adapter_model(self) -> bool:
+        return True  # every shard is a PEFT adapter on the base
+
+    def _model_card_intro(self, base_model: str | None) -> list[str]:
+        state = self.apa_state
+        shards = f"{state.num_shards} LoRA shard adapters" if state is not None else "LoRA shard adapters"
+        aggregation = (
+            f" ({state.aggregation.weights} weights, level {state.aggregation.level})" if state is not None else ""
+        )
+        return [
+            f"This model is an LLM-based recommender built for exact unlearning with **{self._name}**"
+            + self._paper_reference(),
+            f"It answers Yes/No to \"will this user like item X?\" with {shards}"
+            + (f" on `{base_model}`" if base_model else "")
+            + f", aggregated per sample{aggregation}, trained with hf_recunlearn (`{type(self).__name__}`). "
+            "Forgetting retrains only the shards that held the forgotten data, so the result equals a model never "
+            "trained on it." + (f" This is version {state.version}." if state is not None else ""),
+        ]
 
     # ------------------------------------------------------------------------------------------------ training
     def _valid_dataset(self):
@@ -454,7 +553,7 @@ class APATrainer:
             raise ValueError("`train_dataset` is required to train the shard adapters.")
         args = self.args
         start = time.perf_counter()
-        world, rank = _process_info()
+        world, rank = self._process_layout()
         train = self.train_dataset
         valid = self._valid_dataset()
         if valid is None and args.aggregation_weights in ("adaptive", "major"):
@@ -555,7 +654,7 @@ class APATrainer:
         # the Hub, has it; the in-memory entry gets the whole event's time below.
         entry["seconds"] = round(time.perf_counter() - start, 3)
         state.lineage = list(state.lineage) + [entry]
-        if self.args.save_on_event and _process_info()[1] == 0:
+        if self.args.save_on_event and self.is_world_process_zero():
             target = str(self.args.output_dir)
             write_apa_directory(
                 target,
@@ -567,18 +666,26 @@ class APATrainer:
             self._source_dir = target
         report.seconds = time.perf_counter() - start
         state.lineage[-1]["seconds"] = round(report.seconds, 3)
-        self.state = state
+        self.apa_state = state
         self._recommender = None
         self.reports.append(report)
-        world, _ = _process_info()
+        self.log({
+            "apa/version": state.version,
+            "apa/shards_trained": len(report.affected_shards),
+            "apa/samples_removed": report.samples_removed,
+            "apa/users_removed": report.users_removed,
+            "apa/num_samples": report.num_samples,
+            "apa/seconds": report.seconds,
+        })  # fmt: skip
+        world, _ = self._process_layout()
         if world > 1:
             torch.distributed.barrier()
 
     def _reusable_source(self) -> str | None:
         """The directory of the current version, if it still holds exactly that version."""
-        if self._source_dir is None or self.state is None:
+        if self._source_dir is None or self.apa_state is None:
             return None
-        return self._source_dir if read_version(self._source_dir) == self.state.version else None
+        return self._source_dir if read_version(self._source_dir) == self.apa_state.version else None
 
     def _representations(self, data, kind: str) -> np.ndarray:
         return prompt_representations(
@@ -592,7 +699,7 @@ class APATrainer:
 
     def _train_shards(self, shard_ids, ledger: ShardLedger) -> dict[int, _ShardResult]:
         """Train `shard_ids` from scratch on their ledger samples, spread over the launch's processes."""
-        world, rank = _process_info()
+        world, rank = self._process_layout()
         shard_ids = sorted(shard_ids)
         mine = [k for i, k in enumerate(shard_ids) if i % world == rank]
         results = {}
@@ -618,7 +725,7 @@ class APATrainer:
         rows = ledger.shard_rows(k, self.train_dataset["sample_id"])
         shard_data = self.train_dataset.select(rows)
         seed = self._shard_seed(k)
-        lora_config = copy.deepcopy(self.peft_config or make_lora_config(self.model, args))
+        lora_config = copy.deepcopy(self._shard_peft_config or make_lora_config(self.model, args))
         with tempfile.TemporaryDirectory(prefix=f"apa-shard-{k:02d}-") as work:
             shard_args = dataclasses.replace(args, seed=seed, output_dir=work, save_strategy="no")
             set_seed(seed)
@@ -628,10 +735,10 @@ class APATrainer:
                 trainer = RecTrainer(
                     peft_model,
                     args=shard_args,
-                    data_collator=self.data_collator,
+                    data_collator=self._shard_data_collator,
                     train_dataset=shard_data,
                     processing_class=self.processing_class,
-                    callbacks=self.callbacks,
+                    callbacks=self._shard_callbacks,
                 )
                 trainer.train()
                 seconds = time.perf_counter() - start
@@ -658,6 +765,10 @@ class APATrainer:
         centroid = torch.from_numpy(self._representations(shard_data, args.routing_representation).mean(0))
         info = {"num_samples": len(rows), "num_users": len(set(shard_data["user_id"])), "seed": seed}
         return _ShardResult(adapter, trained_config, errors, centroid, seconds, info)
+
+
+def _is_apa_directory(model) -> bool:
+    return isinstance(model, (str, os.PathLike)) and os.path.isfile(os.path.join(model, CONFIG_NAME))
 
 
 def _model_name(model) -> str | None:

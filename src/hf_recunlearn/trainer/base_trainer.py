@@ -10,7 +10,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -122,7 +122,10 @@ class UnlearningTrainer(Trainer):
     or compare with the student disabled (`with trainer.original_model(): ...`).
 
     Subclasses implement [`~UnlearningTrainer.unlearning_loss`] and, when they need teachers,
-    [`~UnlearningTrainer.compute_teacher_outputs`].
+    [`~UnlearningTrainer.compute_teacher_outputs`]. An exact method, which trains no student on a paired batch,
+    overrides the setup hooks `__init__` runs in order (`_check_args`, `_load_model`, `_resolve_datasets`,
+    `_prepare_model`, `_training_inputs`) instead: [`APATrainer`] keeps the configuration check, the column checks and
+    the matching of `forget_dataset` against `train_dataset`, the model card and `Trainer`'s logging and callbacks.
 
     Args:
         model (`str`, `PreTrainedModel` or `PeftModel`):
@@ -144,6 +147,7 @@ class UnlearningTrainer(Trainer):
     _name = "Unlearning"
     _paper: dict[str, str] = {}
     config_class = UnlearningConfig
+    default_compute_metrics = staticmethod(compute_unlearning_metrics)
     # `compute_loss` returns a mean over the batch; the Trainer divides it by the gradient-accumulation steps.
     loss_is_scaled_for_ga = False
 
@@ -162,16 +166,8 @@ class UnlearningTrainer(Trainer):
         retain_dataset: Dataset | None = None,
         peft_config: LoraConfig | None = None,
     ):
-        if args is None:
-            args = self.config_class(output_dir=f"{self._name.lower().replace(' ', '-')}-unlearned")
-        if not isinstance(args, UnlearningConfig):
-            raise TypeError(
-                f"`args` must be an `UnlearningConfig` (or a subclass such as `{self.config_class.__name__}`), got "
-                f"{type(args).__name__}."
-            )
-        if isinstance(model, str):
-            model, tokenizer = load_model(model)
-            processing_class = processing_class or tokenizer
+        args = self._check_args(args, model)
+        model, processing_class = self._load_model(model, processing_class)
         if processing_class is None:
             raise ValueError("`processing_class` (the tokenizer) is required when `model` is a loaded model.")
 
@@ -181,88 +177,109 @@ class UnlearningTrainer(Trainer):
         self.original_train_dataset = train_dataset
 
         model = self._prepare_model(model, args, peft_config)
-        self.num_trainable_parameters = count_trainable_parameters(model)
-        self._seq2seq = is_seq2seq(model)
-        base = model.get_base_model() if isinstance(model, PeftModel) else model
-        self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
-
-        reference = _reference_rows(forget_dataset, retain_dataset)
-        self.answer_tokens = AnswerTokens.from_dataset(processing_class, reference)
-        self.scoring_collator = make_collator(
-            model, processing_class, self.answer_tokens, max_prompt_length=args.max_prompt_length, for_scoring=True
-        )
-        if data_collator is None:
-            data_collator = make_collator(
-                model, processing_class, self.answer_tokens, max_prompt_length=args.max_prompt_length
-            )
-        pairing_seed = args.seed if args.pairing_seed is None else args.pairing_seed
-        pairs, self.paired_retain_dataset = self._pair_datasets(
-            forget_dataset, retain_dataset, args.retain_per_forget, pairing_seed
-        )
+        train_rows, data_collator = self._training_inputs(model, args, processing_class, train_dataset, data_collator)
         super().__init__(
             model=model,
             args=args,
-            data_collator=UnlearningCollator(data_collator, self.paired_retain_dataset),
-            train_dataset=pairs,
+            data_collator=data_collator,
+            train_dataset=train_rows,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
-            compute_metrics=compute_metrics or compute_unlearning_metrics,
+            compute_metrics=compute_metrics or self.default_compute_metrics,
             callbacks=callbacks,
             optimizers=optimizers,
         )
-        if hasattr(self.model, "add_model_tags"):
-            self.model.add_model_tags(self._tag_names)
         self._metrics: dict[str, list[float]] = defaultdict(list)
-        self.teacher_outputs: dict[str, torch.Tensor] | None = None
-        self.teacher_runtime: float | None = None
-        self.unlearning_runtime: float | None = None
 
     # ------------------------------------------------------------------ setup
+    # `__init__` runs these hooks in order; an exact method (APA) overrides the ones about the student and the
+    # forget/retain pairing, and keeps the argument checks, the forget-set matching and the rest of `Trainer`.
+
+    def _default_output_dir(self, model) -> str:
+        """`output_dir` of the configuration built when `args` is not given."""
+        return f"{self._name.lower().replace(' ', '-')}-unlearned"
+
+    def _check_args(self, args, model):
+        """Default configuration when `args` is None; a configuration of the wrong method is refused."""
+        if args is None:
+            return self.config_class(output_dir=self._default_output_dir(model))
+        if not isinstance(args, self.config_class):
+            raise TypeError(
+                f"`args` must be an instance of `{self.config_class.__name__}` for {type(self).__name__}, got "
+                f"{type(args).__name__}. Build it with `{self.config_class.__name__}(output_dir=..., ...)`."
+            )
+        return args
+
+    def _load_model(self, model, processing_class):
+        """`model` as a loaded model and its tokenizer: a model id or path is loaded with its tokenizer."""
+        if isinstance(model, (str, os.PathLike)):
+            model, tokenizer = load_model(str(model))
+            processing_class = processing_class or tokenizer
+        return model, processing_class
+
+    def _check_columns(
+        self, datasets: dict[str, Dataset | None], required: Sequence[str] = REQUIRED_COLUMNS, why: str = ""
+    ) -> None:
+        """Refuse a dataset that lacks a column the method reads, naming the dataset and the columns."""
+        for name, ds in datasets.items():
+            if ds is None:
+                continue
+            missing = [c for c in required if c not in ds.column_names]
+            if missing:
+                raise ValueError(
+                    f"`{name}` is missing columns {missing}; it needs {list(required)}{why} as built by "
+                    "`build_datasets`."
+                )
 
     @staticmethod
-    def _resolve_datasets(train_dataset, forget_dataset, retain_dataset) -> tuple[Dataset, Dataset]:
-        if forget_dataset is None:
-            raise ValueError(
-                "`forget_dataset` is required: pass the training samples to forget, e.g. "
-                "`make_forget_split(train_dataset, user_ids=[...]).forget`."
-            )
+    def _check_forget_not_empty(forget_dataset: Dataset) -> None:
         if len(forget_dataset) == 0:
             raise ValueError(
                 "`forget_dataset` is empty: there is nothing to unlearn. Pass the training samples covered by the "
                 "deletion request (for example `make_forget_split(...).forget`)."
             )
-        for name, ds in (("forget_dataset", forget_dataset), ("retain_dataset", retain_dataset),
-                         ("train_dataset", train_dataset)):  # fmt: skip
-            if ds is None:
-                continue
-            missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
-            if missing:
+
+    @staticmethod
+    def _match_forget_set(forget_dataset: Dataset, train_dataset: Dataset) -> list[str]:
+        """
+        The `sample_id`s of `forget_dataset`, after checking that every one is a sample of `train_dataset`: only
+        training data can be unlearned.
+        """
+        for name, ds in (("forget_dataset", forget_dataset), ("train_dataset", train_dataset)):
+            if "sample_id" not in ds.column_names:
                 raise ValueError(
-                    f"`{name}` is missing columns {missing}; it needs {list(REQUIRED_COLUMNS)} as built by "
-                    "`build_datasets`."
+                    f"`{name}` has no `sample_id` column, so the forget set cannot be matched against "
+                    "`train_dataset`. Build the data with `build_datasets`, or pass `retain_dataset` instead of "
+                    "`train_dataset`."
                 )
+        forget_ids = [str(s) for s in forget_dataset["sample_id"]]
+        known = {str(s) for s in train_dataset["sample_id"]}
+        unknown = [s for s in forget_ids if s not in known]
+        if unknown:
+            raise ValueError(
+                f"`forget_dataset` has {len(unknown)} of {len(forget_ids)} sample(s) whose `sample_id` is not in "
+                f"`train_dataset` (e.g. {unknown[:3]}). Only training samples can be unlearned: draw the forget "
+                "set from the training data with `make_forget_split(train_dataset, ...)`."
+            )
+        return forget_ids
+
+    def _resolve_datasets(self, train_dataset, forget_dataset, retain_dataset) -> tuple[Dataset, Dataset]:
+        """The forget set and the retained set D_r (default: `train_dataset` minus the forget set, by `sample_id`)."""
+        if forget_dataset is None:
+            raise ValueError(
+                "`forget_dataset` is required: pass the training samples to forget, e.g. "
+                "`make_forget_split(train_dataset, user_ids=[...]).forget`."
+            )
+        self._check_forget_not_empty(forget_dataset)
+        self._check_columns(
+            {"forget_dataset": forget_dataset, "retain_dataset": retain_dataset, "train_dataset": train_dataset}
+        )
         forget_ids = None
         if train_dataset is not None:
-            for name, ds in (("forget_dataset", forget_dataset), ("train_dataset", train_dataset)):
-                if "sample_id" not in ds.column_names:
-                    raise ValueError(
-                        f"`{name}` has no `sample_id` column, so the forget set cannot be matched against "
-                        "`train_dataset`. Build the data with `build_datasets`, or pass `retain_dataset` instead of "
-                        "`train_dataset`."
-                    )
-            forget_ids = [str(s) for s in forget_dataset["sample_id"]]
-            train_ids = [str(s) for s in train_dataset["sample_id"]]
-            known = set(train_ids)
-            unknown = [s for s in forget_ids if s not in known]
-            if unknown:
-                raise ValueError(
-                    f"`forget_dataset` has {len(unknown)} of {len(forget_ids)} sample(s) whose `sample_id` is not in "
-                    f"`train_dataset` (e.g. {unknown[:3]}). Only training samples can be unlearned: draw the forget "
-                    "set from the training data with `make_forget_split(train_dataset, ...)`."
-                )
+            forget_ids = self._match_forget_set(forget_dataset, train_dataset)
             if retain_dataset is None:
                 forgotten = set(forget_ids)
-                keep = [i for i, s in enumerate(train_ids) if s not in forgotten]
+                keep = [i for i, s in enumerate(train_dataset["sample_id"]) if str(s) not in forgotten]
                 retain_dataset = train_dataset.select(keep)
         if retain_dataset is None:
             raise ValueError(
@@ -305,6 +322,35 @@ class UnlearningTrainer(Trainer):
 
     def _on_original_model(self, model: PreTrainedModel, args: UnlearningConfig) -> None:
         """Hook: sees the original model (adapter merged) before the student is added. Default: nothing."""
+
+    def _training_inputs(self, model, args: UnlearningConfig, processing_class, train_dataset, data_collator):
+        """
+        What `Trainer` iterates over, `(train_dataset, data_collator)`: the forget set with its paired retained rows,
+        and the collator that puts both in one batch. Also sets up scoring of the answer position for the teachers.
+        """
+        self.num_trainable_parameters = count_trainable_parameters(model)
+        self._seq2seq = is_seq2seq(model)
+        base = model.get_base_model() if isinstance(model, PeftModel) else model
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+        reference = _reference_rows(self.forget_dataset, self.retain_dataset)
+        self.answer_tokens = AnswerTokens.from_dataset(processing_class, reference)
+        self.scoring_collator = make_collator(
+            model, processing_class, self.answer_tokens, max_prompt_length=args.max_prompt_length, for_scoring=True
+        )
+        if data_collator is None:
+            data_collator = make_collator(
+                model, processing_class, self.answer_tokens, max_prompt_length=args.max_prompt_length
+            )
+        pairing_seed = args.seed if args.pairing_seed is None else args.pairing_seed
+        pairs, self.paired_retain_dataset = self._pair_datasets(
+            self.forget_dataset, self.retain_dataset, args.retain_per_forget, pairing_seed
+        )
+        if hasattr(model, "add_model_tags"):
+            model.add_model_tags(self._tag_names)
+        self.teacher_outputs: dict[str, torch.Tensor] | None = None
+        self.teacher_runtime: float | None = None
+        self.unlearning_runtime: float | None = None
+        return pairs, UnlearningCollator(data_collator, self.paired_retain_dataset)
 
     @staticmethod
     def _pair_datasets(forget: Dataset, retain: Dataset, per_forget: int, seed: int) -> tuple[Dataset, Dataset]:
@@ -517,6 +563,21 @@ class UnlearningTrainer(Trainer):
         base = {f.name for f in fields(RecConfig)}
         return {f.name: getattr(self.args, f.name) for f in fields(self.args) if f.name not in base}
 
+    def _is_adapter_model(self) -> bool:
+        """Whether the result is a PEFT adapter (the card's `library_name`)."""
+        return isinstance(self._unwrapped, PeftModel)
+
+    def _paper_reference(self) -> str:
+        return f", from [{self._paper['title']}]({self._paper['url']})." if self._paper else "."
+
+    def _model_card_intro(self, base_model: str | None) -> list[str]:
+        """The card's opening lines: what the model is and which method made it."""
+        return [
+            f"This model was made to forget part of its training data with **{self._name}**" + self._paper_reference(),
+            f"It is an LLM-based recommender answering Yes/No to \"will this user like item X?\", unlearned with "
+            f"hf_recunlearn (`{type(self).__name__}`)" + (f" from `{base_model}`." if base_model else "."),
+        ]
+
     def create_model_card(
         self,
         model_name: str | None = None,
@@ -539,7 +600,7 @@ class UnlearningTrainer(Trainer):
         if base_model and os.path.isdir(base_model):
             base_model = None
         card_data = ModelCardData(
-            library_name="peft" if isinstance(model, PeftModel) else "transformers",
+            library_name="peft" if self._is_adapter_model() else "transformers",
             base_model=base_model,
             tags=tags,
             datasets=[dataset_name] if dataset_name else None,
@@ -552,10 +613,7 @@ class UnlearningTrainer(Trainer):
             "",
             f"# {model_name or os.path.basename(os.path.abspath(self.args.output_dir))}",
             "",
-            f"This model was made to forget part of its training data with **{self._name}**"
-            + (f", from [{self._paper['title']}]({self._paper['url']})." if self._paper else "."),
-            f"It is an LLM-based recommender answering Yes/No to \"will this user like item X?\", unlearned with "
-            f"hf_recunlearn (`{type(self).__name__}`)" + (f" from `{base_model}`." if base_model else "."),
+            *self._model_card_intro(base_model),
             "",
             "## Forget request",
             "",

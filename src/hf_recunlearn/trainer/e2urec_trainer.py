@@ -91,9 +91,6 @@ class E2URecTrainer(UnlearningTrainer):
         retain_dataset: Dataset | None = None,
         peft_config: LoraConfig | None = None,
     ):
-        args = args or E2URecConfig(output_dir="e2urec-unlearned")
-        if not isinstance(args, E2URecConfig):
-            raise TypeError(f"`args` must be an `E2URecConfig`, got {type(args).__name__}.")
         if isinstance(augmented_model, str):
             augmented_model = load_model(augmented_model)[0]
         if isinstance(augmented_model, PeftModel):
