@@ -32,7 +32,9 @@ def test_bench_writes_every_row_and_column(bench_run, capsys):
     assert set(result) == {"config", "rows", "seeds"}
     config = result["config"]
     assert config["data"] == "synthetic" and config["model"] == "builtin" and config["seeds"] == [0]
-    assert config["forget_request"]["users"] > 0 and config["forget_request"]["samples"] > 0
+    [request] = config["forget_request"]
+    assert request["users"] > 0 and request["samples"] > 0
+    assert config["original_memorised"] in ([True], [False])
     assert [row["method"] for row in result["rows"]] == list(ROWS)
     rows = {row["method"]: row for row in result["rows"]}
     for row in result["rows"]:
@@ -46,6 +48,8 @@ def test_bench_writes_every_row_and_column(bench_run, capsys):
     # unlearning time for everything that unlearned; shards for the exact methods.
     for name in ("Original", "Retrain", *APPROXIMATE):
         assert rows[name]["jsd"] >= 0.0 and rows[name]["l2"] >= 0.0, name
+    for name in APPROXIMATE:  # the share of the gap closed exists only where there was a gap
+        assert (rows[name]["gap_closed"] is not None) == config["original_memorised"][0], name
     for name in ("Single adapter", *EXACT):
         assert rows[name]["jsd"] is None and rows[name]["l2"] is None, name
     for name in ("Retrain", *APPROXIMATE, *EXACT):
@@ -91,10 +95,13 @@ def test_aggregate_rows_reports_mean_and_std_over_seeds():
     assert merged["auc"] == pytest.approx(0.80) and merged["std"]["auc"] == pytest.approx(0.1)
     assert merged["jsd"] == pytest.approx(0.02)  # nan (an undefined value in one seed) is left out
     assert merged["trainable_params"] == 8 and merged["std"]["mia_auc"] is None and merged["mia_auc"] is None
+    requests = [{"users": 3, "samples": 30}, {"users": 4, "samples": 41}, {"users": 3, "samples": 28}]
     table = format_markdown({"config": {"data": "synthetic", "preset": "e2urec", "model": "builtin", "seeds": [0, 1, 2],
-                                        "forget_request": {"users": 3, "samples": 30}, "noise_floor_jsd": 0.001},
+                                        "forget_request": requests, "original_memorised": [True, False, True],
+                                        "noise_floor_jsd": 0.001},
                              "rows": [merged]})  # fmt: skip
     assert "| E2URec | 0.800 ± 0.100 |" in table and "—" in table
+    assert "forget 3/4/3 users, 30/41/28 samples" in table and "2 of 3 seed(s) [0, 2]" in table
 
 
 @pytest.mark.parametrize(
@@ -122,6 +129,6 @@ def test_bench_runs_on_real_movielens_files(tmp_path, capsys):
     assert main(["bench", "--tiny", "--data", data, "--output-dir", str(tmp_path / "runs"), "--json", str(json_path)]) == 0
     result = json.loads(json_path.read_text())
     assert result["config"]["data"] == data
-    assert result["config"]["forget_request"]["users"] >= 1
+    assert result["config"]["forget_request"][0]["users"] >= 1
     assert [row["method"] for row in result["rows"]] == list(ROWS)
     assert f"Data {data}" in capsys.readouterr().out
