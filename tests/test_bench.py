@@ -95,6 +95,17 @@ def test_aggregate_rows_reports_mean_and_std_over_seeds():
     assert merged["auc"] == pytest.approx(0.80) and merged["std"]["auc"] == pytest.approx(0.1)
     assert merged["jsd"] == pytest.approx(0.02)  # nan (an undefined value in one seed) is left out
     assert merged["trainable_params"] == 8 and merged["std"]["mia_auc"] is None and merged["mia_auc"] is None
+    def seed(original, floor, unlearned, gap):
+        rows = [dict.fromkeys((*COLUMNS, *EXTRA_COLUMNS)) | {"method": m, "jsd": j} for m, j in
+                (("Original", original), ("Retrain", floor), ("E2URec", unlearned))]  # fmt: skip
+        rows[2]["gap_closed"] = gap
+        return rows
+
+    # A seed with a tiny gap (0.0011 vs 0.0009) makes a per-seed share explode; the pooled share does not.
+    pooled = aggregate_rows([seed(0.0447, 0.0016, 0.0268, 0.42), seed(0.0011, 0.0009, 0.0227, -108.0)])
+    assert pooled[2]["gap_closed"] == pytest.approx((0.0458 - 0.0495) / (0.0458 - 0.0025))
+    assert pooled[0]["gap_closed"] is None and pooled[2]["std"]["gap_closed"] is None
+
     requests = [{"users": 3, "samples": 30}, {"users": 4, "samples": 41}, {"users": 3, "samples": 28}]
     table = format_markdown({"config": {"data": "synthetic", "preset": "e2urec", "model": "builtin", "seeds": [0, 1, 2],
                                         "forget_request": requests, "original_memorised": [True, False, True],
