@@ -9,7 +9,6 @@ import pytest
 from hf_recunlearn.bench import COLUMNS, EXTRA_COLUMNS, ROWS, aggregate_rows, format_markdown
 from hf_recunlearn.cli import main
 
-
 APPROXIMATE = ("NegGrad", "NegKL", "Bad-T", "E2URec", "E2URec w/o L_FGT", "E2URec w/o L_REM")
 EXACT = ("SISA", "RecEraser-style", "APA(D)", "APA(ND)", "APA(ND) average weights", "APA(ND) semantic weights")
 
@@ -39,7 +38,15 @@ def test_bench_writes_every_row_and_column(bench_run, capsys):
     rows = {row["method"]: row for row in result["rows"]}
     for row in result["rows"]:
         assert set(row) == {"method", *COLUMNS, *EXTRA_COLUMNS, "std"}, row["method"]
-        for column in ("auc", "acc", "logloss", "mia_auc", "trainable_params", "infer_ms_per_sample", "infer_vs_single"):
+        for column in (
+            "auc",
+            "acc",
+            "logloss",
+            "mia_auc",
+            "trainable_params",
+            "infer_ms_per_sample",
+            "infer_vs_single",
+        ):
             assert row[column] is not None and math.isfinite(row[column]), (row["method"], column)
         assert 0.0 <= row["auc"] <= 1.0 and 0.0 <= row["mia_auc"] <= 1.0
         assert row["infer_ms_per_sample"] > 0 and row["trainable_params"] > 0
@@ -95,6 +102,7 @@ def test_aggregate_rows_reports_mean_and_std_over_seeds():
     assert merged["auc"] == pytest.approx(0.80) and merged["std"]["auc"] == pytest.approx(0.1)
     assert merged["jsd"] == pytest.approx(0.02)  # nan (an undefined value in one seed) is left out
     assert merged["trainable_params"] == 8 and merged["std"]["mia_auc"] is None and merged["mia_auc"] is None
+
     def seed(original, floor, unlearned, gap):
         rows = [dict.fromkeys((*COLUMNS, *EXTRA_COLUMNS)) | {"method": m, "jsd": j} for m, j in
                 (("Original", original), ("Retrain", floor), ("E2URec", unlearned))]  # fmt: skip
@@ -137,7 +145,10 @@ def test_bench_runs_on_real_movielens_files(tmp_path, capsys):
     # users the forget request is a seeded fraction of the training users.
     data = f"movielens-100k:{Path(__file__).parent / 'fixtures' / 'ml-100k'}"
     json_path = tmp_path / "bench.json"
-    assert main(["bench", "--tiny", "--data", data, "--output-dir", str(tmp_path / "runs"), "--json", str(json_path)]) == 0
+    assert (
+        main(["bench", "--tiny", "--data", data, "--output-dir", str(tmp_path / "runs"), "--json", str(json_path)])
+        == 0
+    )
     result = json.loads(json_path.read_text())
     assert result["config"]["data"] == data
     assert result["config"]["forget_request"][0]["users"] >= 1

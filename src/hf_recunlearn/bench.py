@@ -25,15 +25,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .demo import DemoSettings, best_ms_per_sample
 from .runs import write_json_atomic
-
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,9 @@ def run_bench(
         raise ValueError(f"`preset` must be 'e2urec' or 'apa', got {preset!r}.")
     parse_data_spec(data)  # a clear error for a bad spec before anything is trained
     if settings.num_shards < 1:
-        raise ValueError(f"`num_shards` must be >= 1, got {settings.num_shards}. Pass the shards K of APA/SISA, e.g. 4.")
+        raise ValueError(
+            f"`num_shards` must be >= 1, got {settings.num_shards}. Pass the shards K of APA/SISA, e.g. 4."
+        )
     if not 0.0 < settings.forget_fraction < 1.0:
         raise ValueError(f"`forget_fraction` must be in (0, 1), got {settings.forget_fraction}.")
 
@@ -180,10 +182,29 @@ _STAGES = ("data and base model", "Original", "Retrain", "Retrain (floor seed)",
            *APPROXIMATE_ROWS, "APA", "SISA", "RecEraser-style")  # fmt: skip
 
 
+@dataclass
+class _Seed:
+    """What every row of one seed is measured against: the data, the request and the reference measurements."""
+
+    settings: BenchSettings
+    workdir: Path
+    base: str  # the base model's id or path
+    splits: Any  # DatasetDict
+    request: Any  # ForgetSplit
+    one_user: str  # the retained user whose deletion the shard methods also time
+    original_dir: Path
+    before: Any  # the Original's ModelPredictions
+    reference: Any  # Retrain's ModelPredictions
+    floor: Any  # the other Retrain seed's ModelPredictions
+    single_ms: float
+    retrain_time: float
+    ms_per_sample: Callable[[Callable[[Any], Any]], float]
+
+
 def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings, workdir: Path, bar):
     from .data import load_data, make_forget_split
     from .evaluation import evaluate_unlearning, predict_unlearning_sets
-    from .models import count_trainable_parameters, load_model
+    from .models import count_trainable_parameters
     from .pipeline import build_builtin_base, prepare_data, train_recommender
     from .scoring import score
 
@@ -213,6 +234,9 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     def ms_per_sample(predict: Callable[[Any], Any]) -> float:
         return best_ms_per_sample(lambda: predict(timing), len(timing), repeats=settings.timing_repeats)
 
+    def model_ms(model) -> float:
+        return ms_per_sample(lambda ds: score(model, tokenizer, ds, batch_size=batch))
+
     bar.update()
 
     def original_recipe(out: Path, seed: int):
@@ -223,11 +247,13 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     rows: dict[str, dict[str, Any]] = {}
     stage("Original")
     original_dir = workdir / "original"
-    trainer, _ = train_recommender(base, train, None, original_dir, _quiet(original_recipe(original_dir, settings.seed), settings))
+    trainer, _ = train_recommender(
+        base, train, None, original_dir, _quiet(original_recipe(original_dir, settings.seed), settings)
+    )
     original, tokenizer = trainer.model, trainer.processing_class
     before = predict_unlearning_sets(original, tokenizer, request.forget, test, full_vocab=False, batch_size=batch)
     original_params = count_trainable_parameters(original)  # every weight of a full fine-tune, else the LoRA
-    original_ms = ms_per_sample(lambda ds: score(original, tokenizer, ds, batch_size=batch))
+    original_ms = model_ms(original)
     del trainer, original
     bar.update()
 
@@ -235,12 +261,14 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     for name, seed in (("Retrain", settings.seed), ("Retrain (floor seed)", settings.seed + 1)):
         stage(name)
         out = workdir / f"retrain_seed{seed}"
-        trainer, metrics = train_recommender(base, request.retain, None, out, _quiet(original_recipe(out, seed), settings))
+        trainer, metrics = train_recommender(
+            base, request.retain, None, out, _quiet(original_recipe(out, seed), settings)
+        )
         retrained.append(predict_unlearning_sets(trainer.model, tokenizer, request.forget, test, full_vocab=False,
                                                  batch_size=batch))  # fmt: skip
         retrain_seconds.append(metrics["train_seconds"])
         if name == "Retrain":
-            retrain_ms = ms_per_sample(lambda ds: score(trainer.model, tokenizer, ds, batch_size=batch))
+            retrain_ms = model_ms(trainer.model)
         del trainer
         bar.update()
     reference, floor = retrained
@@ -248,9 +276,11 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
 
     stage("Single adapter")
     single_dir = workdir / "single_adapter"
-    trainer, metrics = train_recommender(base, train, None, single_dir, _quiet(settings.recommender_config(single_dir), settings))
+    trainer, metrics = train_recommender(
+        base, train, None, single_dir, _quiet(settings.recommender_config(single_dir), settings)
+    )
     single = trainer.model
-    single_ms = ms_per_sample(lambda ds: score(single, tokenizer, ds, batch_size=batch))
+    single_ms = model_ms(single)
     single_preds = predict_unlearning_sets(single, tokenizer, request.forget, test, full_vocab=False, batch_size=batch)
     bar.update()
 
@@ -261,30 +291,34 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
                                   retrain_time)  # fmt: skip
     del trainer, single
 
+    ctx = _Seed(settings, workdir, base, splits, request, one_user, original_dir, before, reference, floor, single_ms,
+                retrain_time, ms_per_sample)  # fmt: skip
     # Forgetting is only measurable if the Original memorised the forget set (more accurate and confident on it than
     # Retrain, and farther from it than the noise floor); otherwise the share of the gap closed is undefined.
-    memorised = evaluate_unlearning(before, before, reference, retrained_other=floor, full_vocab=False)["original_memorised"]
+    memorised = evaluate_unlearning(before, before, reference, retrained_other=floor, full_vocab=False)[
+        "original_memorised"
+    ]
     for name, (method, overrides) in APPROXIMATE_ROWS.items():
         stage(name)
-        rows[name] = _approximate_row(method, overrides, original_dir, request, test, settings, workdir / _slug(name),
-                                      before, reference, floor, single_ms, retrain_time, ms_per_sample, load_model)  # fmt: skip
+        rows[name] = _approximate_row(ctx, name, method, overrides)
         if not memorised:
             rows[name]["gap_closed"] = None
         bar.update()
 
     stage("APA")
-    rows.update(_shard_rows("apa", base, splits, request, one_user, settings, workdir, single_ms, retrain_time,
-                            ms_per_sample))  # fmt: skip
+    rows.update(_shard_rows(ctx, "apa"))
     bar.update()
     for name, partition in (("SISA", "random"), ("RecEraser-style", "user")):
         stage(name)
-        rows.update(_shard_rows(name, base, splits, request, one_user, settings, workdir, single_ms, retrain_time,
-                                ms_per_sample, partition_method=partition))  # fmt: skip
+        rows.update(_shard_rows(ctx, name, partition_method=partition))
         bar.update()
 
     info = {
-        "forget_request": {"users": len(request.user_ids), "samples": len(request.forget),
-                           "retained_samples": len(request.retain)},  # fmt: skip
+        "forget_request": {
+            "users": len(request.user_ids),
+            "samples": len(request.forget),
+            "retained_samples": len(request.retain),
+        },  # fmt: skip
         "data_sizes": {name: len(splits[name]) for name in splits},
         "noise_floor_jsd": rows["Retrain"]["jsd"],
         "original_memorised": memorised,
@@ -310,12 +344,14 @@ def _largest_user(retain) -> str:
     return min(counts, key=lambda u: (-counts[u], u))
 
 
-def _approximate_row(method, overrides, original_dir, request, test, settings, out, before, reference, floor,
-                     single_ms, retrain_time, ms_per_sample, load_model) -> dict[str, Any]:  # fmt: skip
+def _approximate_row(ctx: _Seed, name: str, method: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Unlearn a fresh copy of the Original with an approximate method and measure it against Retrain."""
     from .evaluation import evaluate_unlearning
+    from .models import load_model
     from .scoring import score
     from .trainer import APPROXIMATE_METHODS
 
+    settings, request, test, out = ctx.settings, ctx.request, ctx.splits["test"], ctx.workdir / _slug(name)
     trainer_cls, config_cls = APPROXIMATE_METHODS[method]
     values = dict(seed=settings.seed, logging_strategy="no", report_to="none",
                   per_device_eval_batch_size=settings.inference_batch_size, eval_on_forget=False,
@@ -326,15 +362,15 @@ def _approximate_row(method, overrides, original_dir, request, test, settings, o
         if settings.unlearn_epochs is not None:
             values["num_train_epochs"] = settings.unlearn_epochs
         config = config_cls(output_dir=str(out), **(values | overrides))
-    original, tokenizer = load_model(str(original_dir))
+    original, tokenizer = load_model(str(ctx.original_dir))
     trainer = trainer_cls(original, args=config, forget_dataset=request.forget, retain_dataset=request.retain,
                           processing_class=tokenizer)  # fmt: skip
     trainer.train()
-    evidence = evaluate_unlearning(trainer, before, reference, retrained_other=floor, forget_dataset=request.forget,
+    evidence = evaluate_unlearning(trainer, ctx.before, ctx.reference, retrained_other=ctx.floor, forget_dataset=request.forget,
                                    test_dataset=test, tokenizer=tokenizer, full_vocab=False,
                                    batch_size=settings.inference_batch_size)  # fmt: skip
     model = trainer.accelerator.unwrap_model(trainer.model)
-    ms = ms_per_sample(lambda ds: score(model, tokenizer, ds, batch_size=settings.inference_batch_size))
+    ms = ctx.ms_per_sample(lambda ds: score(model, tokenizer, ds, batch_size=settings.inference_batch_size))
     seconds = evidence["unlearning_time_s"]
     return {
         "auc": evidence["test_auc"],
@@ -344,10 +380,10 @@ def _approximate_row(method, overrides, original_dir, request, test, settings, o
         "l2": evidence["forget_l2"],
         "mia_auc": evidence["mia_auc"],
         "unlearn_seconds": seconds,
-        "unlearn_vs_retrain": seconds / retrain_time,
+        "unlearn_vs_retrain": seconds / ctx.retrain_time,
         "trainable_params": evidence["trainable_parameters"],
         "infer_ms_per_sample": ms,
-        "infer_vs_single": ms / single_ms,
+        "infer_vs_single": ms / ctx.single_ms,
         "forget_auc": evidence["forget_auc"],
         "gap_closed": evidence["gap_closed"],
         "shards_retrained": None,
@@ -356,8 +392,7 @@ def _approximate_row(method, overrides, original_dir, request, test, settings, o
     }
 
 
-def _shard_rows(kind, base, splits, request, one_user, settings, workdir, single_ms, retrain_time, ms_per_sample,
-                **overrides) -> dict[str, dict[str, Any]]:  # fmt: skip
+def _shard_rows(ctx: _Seed, kind: str, **overrides) -> dict[str, dict[str, Any]]:
     """
     Train a shard model (APA, or SISA/RecEraser-style with `kind` as the row name), forget the request and score it;
     then time forgetting `one_user` more (the cost of a typical single deletion request).
@@ -365,15 +400,20 @@ def _shard_rows(kind, base, splits, request, one_user, settings, workdir, single
     from .evaluation import ModelPredictions, Predictions
     from .trainer import APATrainer, SISAConfig, SISATrainer
 
+    settings, splits, request = ctx.settings, ctx.splits, ctx.request
     is_apa = kind == "apa"
     trainer_cls, config_cls = (APATrainer, None) if is_apa else (SISATrainer, SISAConfig)
-    out = workdir / _slug(kind)
+    out = ctx.workdir / _slug(kind)
     config = settings.apa_config(out, config_cls, disable_tqdm=settings.disable_tqdm, logging_strategy="no",
                                  report_to="none", **overrides)  # fmt: skip
-    trainer = trainer_cls(base, config, train_dataset=splits["train"],
+    trainer = trainer_cls(ctx.base, config, train_dataset=splits["train"],
                           eval_dataset={"valid": splits["valid"], "test": splits["test"]})  # fmt: skip
     trainer.train()
-    report = trainer.forget(user_ids=request.user_ids) if request.user_ids else trainer.forget(sample_ids=request.sample_ids)
+    report = (
+        trainer.forget(user_ids=request.user_ids)
+        if request.user_ids
+        else trainer.forget(sample_ids=request.sample_ids)
+    )
     recommender = trainer.recommender
     params = sum(t.numel() for adapter in recommender.state.shard_adapters for t in adapter.values())
     batch = settings.inference_batch_size
@@ -387,13 +427,13 @@ def _shard_rows(kind, base, splits, request, one_user, settings, workdir, single
             forget=Predictions(predict(forget), np.asarray(forget["label"], dtype=int)),
             test=Predictions(predict(test), np.asarray(test["label"], dtype=int)),
         )
-        ms = ms_per_sample(predict)
-        values = _row(preds, None, report.seconds, params, ms, single_ms, retrain_time)
+        ms = ctx.ms_per_sample(predict)
+        values = _row(preds, None, report.seconds, params, ms, ctx.single_ms, ctx.retrain_time)
         return values | {"shards_retrained": len(report.affected_shards)}
 
     rows = {name: row(**aggregation) for name, aggregation in APA_ROWS.items()} if is_apa else {kind: row()}
     try:
-        single = trainer.forget(user_ids=[one_user])
+        single = trainer.forget(user_ids=[ctx.one_user])
     except ValueError as err:  # e.g. the user is all that is left of a shard in a tiny data set
         logger.warning("%s: the one-user deletion was not measured: %s", kind, err)
         return rows
