@@ -25,7 +25,7 @@ test-slow: $(STAMP)
 
 # Every unlearning method side by side on the synthetic data set (about 10 minutes on 2 cores): table on stdout.
 bench: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/hf-recunlearn bench --output-dir runs/bench --json runs/bench/results.json --plots runs/bench/plots
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/hf-recunlearn bench --output-dir runs/bench --json runs/bench/results.json --plots runs/bench/plots
 
 clean:
 	rm -rf runs .pytest_cache
