@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -328,9 +329,9 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
 
 def _forget_request(prepared, settings: BenchSettings) -> dict[str, Any]:
     """The niche users of the synthetic data (memorised, so forgetting is measurable), else a fraction of users."""
-    train = prepared.datasets["train"]
-    groups = prepared.data.user_groups if prepared.data is not None else {}
-    niche = sorted({u for u in train["user_id"] if groups.get(u) == "niche"})
+    from .pipeline import niche_users
+
+    niche = niche_users(prepared)
     if niche:
         return {"user_ids": niche}
     return {"fraction": settings.forget_fraction, "seed": settings.seed}
@@ -338,9 +339,7 @@ def _forget_request(prepared, settings: BenchSettings) -> dict[str, Any]:
 
 def _largest_user(retain) -> str:
     """The retained user with the most training samples (ties: the smallest id): the one-user deletion measured."""
-    counts: dict[str, int] = {}
-    for user in retain["user_id"]:
-        counts[user] = counts.get(user, 0) + 1
+    counts = Counter(retain["user_id"])
     return min(counts, key=lambda u: (-counts[u], u))
 
 
@@ -444,25 +443,22 @@ def _shard_rows(ctx: _Seed, kind: str, **overrides) -> dict[str, dict[str, Any]]
 
 def _row(preds, reference, seconds, params, ms, single_ms, retrain_time) -> dict[str, Any]:
     """A row from a model's predictions; `reference` (the Retrain predictions) gives JSD and L2 when not `None`."""
-    from .metrics import jsd, l2_distance, membership_inference_auc, true_label_confidence, utility_metrics
+    from .metrics import jsd, l2_distance
 
-    utility = utility_metrics(preds.test.labels, preds.test.probs)
+    metrics = preds.metrics()
     return {
-        "auc": utility["auc"],
-        "acc": utility["acc"],
-        "logloss": utility["logloss"],
+        "auc": metrics["test_auc"],
+        "acc": metrics["test_acc"],
+        "logloss": metrics["test_logloss"],
         "jsd": None if reference is None else jsd(preds.forget.probs, reference.forget.probs),
         "l2": None if reference is None else l2_distance(preds.forget.probs, reference.forget.probs),
-        "mia_auc": membership_inference_auc(
-            true_label_confidence(preds.forget.labels, preds.forget.probs),
-            true_label_confidence(preds.test.labels, preds.test.probs),
-        ),
+        "mia_auc": metrics["mia_auc"],
         "unlearn_seconds": seconds,
         "unlearn_vs_retrain": None if seconds is None else seconds / retrain_time,
         "trainable_params": params,
         "infer_ms_per_sample": ms,
         "infer_vs_single": ms / single_ms,
-        "forget_auc": utility_metrics(preds.forget.labels, preds.forget.probs)["auc"],
+        "forget_auc": metrics["forget_auc"],
         "gap_closed": None,
         "shards_retrained": None,
         "one_user_seconds": None,

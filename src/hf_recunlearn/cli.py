@@ -270,7 +270,6 @@ def _forget_shards(args, run, info, train, request) -> dict[str, Any]:
 def _forget_approximate(args, run, info, request) -> dict[str, Any]:
     """E2URec and the approximate baselines: a LoRA student on the original, saved under RUN/<method>/."""
     from .evaluation import predict_unlearning_sets
-    from .metrics import membership_inference_auc, true_label_confidence, utility_metrics
     from .models import load_model
     from .trainer import APPROXIMATE_METHODS
 
@@ -292,12 +291,8 @@ def _forget_approximate(args, run, info, request) -> dict[str, Any]:
     evidence = {"unlearning_time_s": trainer.unlearning_runtime,
                 "trainable_parameters": trainer.num_trainable_parameters}  # fmt: skip
     for prefix, preds in (("", after), ("original_", before)):
-        evidence[f"{prefix}test_auc"] = utility_metrics(preds.test.labels, preds.test.probs)["auc"]
-        evidence[f"{prefix}forget_auc"] = utility_metrics(preds.forget.labels, preds.forget.probs)["auc"]
-        evidence[f"{prefix}mia_auc"] = membership_inference_auc(
-            true_label_confidence(preds.forget.labels, preds.forget.probs),
-            true_label_confidence(preds.test.labels, preds.test.probs),
-        )
+        metrics = preds.metrics()
+        evidence.update({f"{prefix}{key}": metrics[key] for key in ("test_auc", "forget_auc", "mia_auc")})
     return {
         "method": args.method,
         "users_forgotten": len(request.user_ids),

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .pipeline import _has_accelerator, build_builtin_base, prepare_data, train_recommender
+from .pipeline import _has_accelerator, build_builtin_base, niche_users, prepare_data, train_recommender
 from .runs import RunDir, RunInfo, write_json_atomic
 from .trainer import RecConfig
 
@@ -198,9 +199,7 @@ def run_e2urec_stage(run: RunDir, prepared, settings: DemoSettings) -> dict[str,
 
     splits = prepared.datasets
     train, test = splits["train"], splits["test"]
-    groups = prepared.data.user_groups
-    niche = sorted({u for u in train["user_id"] if groups.get(u) == "niche"})
-    request = make_forget_split(train, user_ids=niche)
+    request = make_forget_split(train, user_ids=niche_users(prepared))
     logger.info("E2URec: forgetting %d users (%d samples)", len(request.user_ids), len(request.forget))
 
     retrained, retrain_seconds = [], []
@@ -252,13 +251,8 @@ def run_e2urec_stage(run: RunDir, prepared, settings: DemoSettings) -> dict[str,
 
 def _demo_forget_user(prepared) -> str:
     """The niche user with the most training samples: the request whose effect is easiest to see."""
-    train = prepared.datasets["train"]
-    groups = prepared.data.user_groups if prepared.data is not None else {}
-    counts: dict[str, int] = {}
-    for user in train["user_id"]:
-        counts[user] = counts.get(user, 0) + 1
-    niche = [u for u in counts if groups.get(u) == "niche"] or list(counts)
-    return max(niche, key=lambda u: (counts[u], u))
+    counts = Counter(prepared.datasets["train"]["user_id"])
+    return max(niche_users(prepared) or list(counts), key=lambda u: (counts[u], u))
 
 
 def run_apa_stage(run: RunDir, splits, settings: DemoSettings, forget_user: str) -> dict[str, Any]:

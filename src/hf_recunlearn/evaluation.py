@@ -47,6 +47,20 @@ class ModelPredictions:
     forget: Predictions
     test: Predictions
 
+    def metrics(self) -> dict[str, float]:
+        """
+        Evidence about one model: `test_auc`/`test_acc`/`test_logloss`, `forget_auc`, `forget_confidence` (mean
+        P(true label) on D_f) and `mia_auc` (telling D_f from the test samples by the true label's probability).
+        """
+        forget, test = self.forget, self.test
+        out = {f"test_{key}": value for key, value in utility_metrics(test.labels, test.probs).items()}
+        out["forget_auc"] = utility_metrics(forget.labels, forget.probs)["auc"]
+        out["forget_confidence"] = mean_confidence(forget.labels, forget.probs)
+        out["mia_auc"] = membership_inference_auc(
+            true_label_confidence(forget.labels, forget.probs), true_label_confidence(test.labels, test.probs)
+        )
+        return out
+
 
 @torch.no_grad()
 def predict(
@@ -202,14 +216,7 @@ def evaluate_unlearning(
 
     out: dict[str, Any] = {}
     for prefix, preds in (("", u), ("original_", o), ("retrained_", r)):
-        for key, value in utility_metrics(preds.test.labels, preds.test.probs).items():
-            out[f"{prefix}test_{key}"] = value
-        out[f"{prefix}forget_auc"] = utility_metrics(preds.forget.labels, preds.forget.probs)["auc"]
-        out[f"{prefix}forget_confidence"] = mean_confidence(preds.forget.labels, preds.forget.probs)
-        out[f"{prefix}mia_auc"] = membership_inference_auc(
-            true_label_confidence(preds.forget.labels, preds.forget.probs),
-            true_label_confidence(preds.test.labels, preds.test.probs),
-        )
+        out.update({f"{prefix}{key}": value for key, value in preds.metrics().items()})
     for prefix, preds in (("", u), ("original_", o)):
         out[f"{prefix}forget_jsd"] = jsd(preds.forget.probs, r.forget.probs)
         out[f"{prefix}forget_l2"] = l2_distance(preds.forget.probs, r.forget.probs)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict
-from transformers import PreTrainedTokenizerBase
 
 from .data import RecData, build_datasets, build_samples, load_data, parse_data_spec
 from .data.instructions import split_preset
@@ -66,6 +65,16 @@ def prepare_data(
     samples = build_samples(data, template=template, history_len=history_len)
     datasets = split_preset(samples, preset, num_samples=num_samples, seed=seed)
     return PreparedData(datasets, pretrain, data)
+
+
+def niche_users(prepared: PreparedData) -> list[str]:
+    """
+    The training users of the synthetic data's `"niche"` group, sorted: users whose favourite items nobody else rates,
+    so a recommender can only know those items from their data (the requests the demo and the benchmark forget).
+    Empty for data without user groups.
+    """
+    groups = prepared.data.user_groups if prepared.data is not None else {}
+    return sorted({u for u in prepared.datasets["train"]["user_id"] if groups.get(u) == "niche"})
 
 
 def split_users(data: RecData, fraction: float, seed: int = 0) -> tuple[RecData, RecData]:
