@@ -328,7 +328,6 @@ def test_super_squash_makes_old_weights_unreachable(api, hub_server, repo_id, tm
     commits = api.list_repo_commits(repo_id)
     assert [c.title for c in commits] == ["Purge history"]
     assert not hub_server.is_reachable(weights(14))
-    assert not hub_server.is_stored(weights(14))
     assert hub_server.is_reachable(weights(15), repo_id)
     with pytest.raises(RevisionNotFoundError):  # the old commit is gone, not merely unlisted
         hf_hub_download(repo_id, "adapter_model.safetensors", subfolder="shard_00", revision=v1.oid,
@@ -336,6 +335,29 @@ def test_super_squash_makes_old_weights_unreachable(api, hub_server, repo_id, tm
     path = hf_hub_download(repo_id, "adapter_model.safetensors", subfolder="shard_00", revision="v2",
                            cache_dir=tmp_path)  # fmt: skip
     assert open(path, "rb").read() == weights(15)
+
+    # As on the Hub, a squash leaves the old LFS object in storage, listed by `list_lfs_files`, until it is deleted
+    # permanently; then it is gone from storage too.
+    assert hub_server.is_stored(weights(14), repo_id)
+    old = [f for f in api.list_lfs_files(repo_id) if f.file_oid == hashlib.sha256(weights(14)).hexdigest()]
+    assert len(old) == 1 and old[0].size == len(weights(14))
+    api.permanently_delete_lfs_files(repo_id, old)
+    assert not hub_server.is_stored(weights(14), repo_id) and not hub_server.is_stored(weights(14))
+    assert [f.file_oid for f in api.list_lfs_files(repo_id)] == [hashlib.sha256(weights(15)).hexdigest()]
+
+
+def test_deleting_an_lfs_file_rewrites_every_ref_that_holds_it(api, hub_server, repo_id):
+    """`rewriteHistory`: a pull request (whose ref cannot be deleted) loses the deleted file, as on the Hub."""
+    from huggingface_hub import CommitOperationAdd
+
+    push_version(api, repo_id, CONFIG, weights(16), "Version 1")
+    api.create_commit(repo_id, [CommitOperationAdd("notes.txt", b"n")], commit_message="PR", create_pr=True)
+    assert hub_server.is_reachable(weights(16), repo_id)
+    stale = [f for f in api.list_lfs_files(repo_id) if f.file_oid == hashlib.sha256(weights(16)).hexdigest()]
+    api.permanently_delete_lfs_files(repo_id, stale)
+    assert not hub_server.is_reachable(weights(16), repo_id) and not hub_server.is_stored(weights(16))
+    files = set(api.list_repo_files(repo_id, revision="refs/pr/1"))
+    assert "notes.txt" in files and "shard_00/adapter_model.safetensors" not in files
 
 
 def test_delete_operations(api, hub_server, repo_id):

@@ -87,6 +87,8 @@ _REPO_API_ROUTES = {
     ("POST", "branch"): "create_branch",
     ("DELETE", "branch"): "delete_branch",
     ("POST", "super-squash"): "super_squash",
+    ("GET", "lfs-files"): "lfs_files",
+    ("POST", "lfs-files"): "lfs_files",
     ("PUT", "settings"): "update_settings",
 }
 _API_ACTIONS = {action for _, action in _REPO_API_ROUTES} | {"resolve", "xet-write-token", "xet-read-token"}
@@ -607,17 +609,32 @@ class HubServer:
         """Whether any revision reachable from a ref (in `repo_id`, or in any repo) holds a file with these bytes."""
         return data in self.reachable_blobs(repo_id, repo_type=repo_type).values()
 
-    def is_stored(self, data: bytes) -> bool:
-        """Whether the server still stores these bytes at all, reachable or not (e.g. an uncommitted LFS upload)."""
+    def is_stored(self, data: bytes, repo_id: str | None = None) -> bool:
+        """
+        Whether the server still stores these bytes at all, reachable or not (e.g. an uncommitted LFS upload, or an LFS
+        object a squash left behind). With `repo_id`, whether that repo still holds them (storage is shared by
+        content, so another repo may hold the same bytes).
+        """
         sha256 = hashlib.sha256(data).hexdigest()
         with self._lock:
-            return git_blob_oid(data) in self._blobs or sha256 in self._blobs
+            stored = git_blob_oid(data) in self._blobs or sha256 in self._blobs
+            if repo_id is None or not stored:
+                return stored
+            keys = {git_blob_oid(data), sha256}
+            return any(
+                keys & ({e.content_key for c in repo.commits.values() for e in c.files.values()} | repo.lfs_objects)
+                for repo in self._repos.values()
+                if repo.repo_id == repo_id
+            )
 
-    def collect_garbage(self, repo_id: str | None = None, *, repo_type: str | None = None) -> None:
+    def collect_garbage(
+        self, repo_id: str | None = None, *, repo_type: str | None = None, keep_lfs: bool = False
+    ) -> None:
         """
         Forget the commits no ref reaches and the LFS uploads no remaining commit holds, then delete every stored
-        object that is no longer used. A super-squash does this for its repo, so that the squashed history and its
-        files cannot be downloaded any more, not even by commit id.
+        object that is no longer used. A super-squash does this for its repo with `keep_lfs=True`, as the Hub does:
+        the squashed commits cannot be downloaded any more, not even by commit id, but their LFS objects stay in
+        storage (listed by `list_lfs_files`) until `permanently_delete_lfs_files` removes them.
 
         Args:
             repo_id (`str`, *optional*):
@@ -629,9 +646,10 @@ class HubServer:
             for repo in self._repos.values():
                 if (repo_id is None or repo.repo_id == repo_id) and (repo_type is None or repo.repo_type == repo_type):
                     repo.commits = repo.reachable_commits()
-                    repo.lfs_objects = {
-                        e.lfs_sha256 for c in repo.commits.values() for e in c.files.values() if e.lfs_sha256
-                    }
+                    if not keep_lfs:
+                        repo.lfs_objects = {
+                            e.lfs_sha256 for c in repo.commits.values() for e in c.files.values() if e.lfs_sha256
+                        }
             self._sweep_blobs()
 
     def _sweep_blobs(self) -> None:
@@ -768,8 +786,44 @@ class HubServer:
         commit = _Commit.create(files=head.files, parent=None, title=message, message="", author=user)
         repo.commits[commit.oid] = commit
         repo.branches[branch] = commit.oid
-        self.collect_garbage(repo.repo_id, repo_type=repo.repo_type)
+        self.collect_garbage(repo.repo_id, repo_type=repo.repo_type, keep_lfs=True)
         return commit
+
+    def _delete_lfs(self, repo: _Repo, oids: set[str], rewrite_history: bool, user: str) -> None:
+        """
+        Permanently delete LFS objects. With `rewrite_history`, every commit reachable from a ref (branches, tags,
+        pull requests) that points at one of them is rewritten without those files, and the refs move to the
+        rewritten commits, as the Hub does.
+        """
+        repo.lfs_objects -= oids
+        if rewrite_history:
+            rewritten: dict[str, str] = {}
+
+            def rewrite(oid: str | None) -> str | None:
+                if oid is None:
+                    return None
+                if oid not in rewritten:
+                    old = repo.commits[oid]
+                    parent = rewrite(old.parent)
+                    files = {p: e for p, e in old.files.items() if e.lfs_sha256 not in oids}
+                    if files == old.files and parent == old.parent:
+                        rewritten[oid] = oid
+                    else:
+                        new = _Commit.create(files=files, parent=parent, title=old.title, message=old.message,
+                                             author=old.author)  # fmt: skip
+                        repo.commits[new.oid] = new
+                        rewritten[oid] = new.oid
+                return rewritten[oid]
+
+            for refs in (repo.branches, repo.tags, repo.pull_requests):
+                for name, target in list(refs.items()):
+                    refs[name] = rewrite(target)
+        self.collect_garbage(repo.repo_id, repo_type=repo.repo_type, keep_lfs=True)
+        for oid in oids:
+            still_used = any(oid in r.lfs_objects for r in self._repos.values())
+            if not still_used:
+                self._blobs.delete(oid)
+        self._save()
 
     def _upload_mode(self, commit: _Commit, path: str, size: int, sample: bytes) -> str:
         """`"lfs"` for big files, binary files and paths `.gitattributes` tracks with LFS; `"regular"` otherwise."""
@@ -1357,6 +1411,29 @@ class _HubRequestHandler(_BaseRequestHandler):
             repo = self.hub._get_repo(repo_type, repo_id, user)
             commit = self.hub._super_squash(repo, branch, message, user)
         self.send_json(200, {"commitOid": commit.oid})
+
+    def lfs_files(self, repo_type: str, repo_id: str, *rest: str) -> None:
+        """`GET .../lfs-files` lists the repo's LFS objects; `POST .../lfs-files/batch` deletes them permanently."""
+        user = self.require_user()
+        with self.hub._lock:
+            repo = self.hub._get_repo(repo_type, repo_id, user)
+            if self.command == "GET" and not rest:
+                names = {e.lfs_sha256: p for c in repo.commits.values() for p, e in c.files.items() if e.lfs_sha256}
+                items = []
+                for oid in sorted(repo.lfs_objects):
+                    data = self.hub._blobs.get(oid)
+                    if data is None:
+                        continue
+                    items.append({"fileOid": oid, "oid": oid, "filename": names.get(oid, ""), "size": len(data),
+                                  "pushedAt": _iso(_now()), "ref": None})  # fmt: skip
+                self.send_json(200, items)
+                return
+            if self.command != "POST" or rest != ("batch",):
+                raise HubError.bad_request("Use GET .../lfs-files or POST .../lfs-files/batch.")
+            deletions = self.json_body().get("deletions") or {}
+            oids = {str(o) for o in deletions.get("sha") or []}
+            self.hub._delete_lfs(repo, oids & repo.lfs_objects, bool(deletions.get("rewriteHistory", True)), user)
+        self.send_json(200, {})
 
     # LFS and downloads ----------------------------------------------------------------------------------------------
 
