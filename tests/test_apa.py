@@ -59,7 +59,8 @@ def trained(setup, tmp_path_factory):
     trainer = APATrainer(
         base, args, train_dataset=ds["train"], eval_dataset={"valid": ds["valid"], "test": ds["test"]}, processing_class=tok
     )
-    report = trainer.train()
+    trainer.train()
+    report = trainer.last_report
     return trainer, report, root
 
 
@@ -128,9 +129,11 @@ def test_training_writes_a_loadable_version(setup, trained):
         "routing_representation": "embedding_mean", "temperature_candidates": None, "error": "absolute",
     }  # fmt: skip
     assert [e["event"] for e in meta["lineage"]] == ["train"]
-    assert sum(s["num_samples"] for s in meta["shards"]) == len(ds["train"])
+    assert "num_samples" not in json.dumps(meta) and "seed" not in json.dumps(meta)  # the controller's, not public
+    private = read_apa_directory(folder)
+    assert sum(s["num_samples"] for s in private.shard_info) == len(ds["train"])
     # By-user partition: every user's samples sit in one shard.
-    assert sum(s["num_users"] for s in meta["shards"]) == len(set(ds["train"]["user_id"]))
+    assert sum(s["num_users"] for s in private.shard_info) == len(set(ds["train"]["user_id"]))
     errors = load_file(str(folder / "apa_state.safetensors"))["valid_errors"]
     assert errors.shape == (3, len(ds["valid"])) and bool(((errors >= 0) & (errors <= 1)).all())
     # Every shard is an ordinary PEFT adapter in its own subfolder.
@@ -150,7 +153,7 @@ def test_from_pretrained_rebuilds_the_recommender(setup, trained):
     ds, tok, base = setup
     trainer, _, root = trained
     loaded = APARecommender.from_pretrained(root / "v1", base_model=base)  # tokenizer from the directory
-    np.testing.assert_array_equal(loaded.predict(ds["test"]), trainer.predict(ds["test"]))
+    np.testing.assert_array_equal(loaded.predict(ds["test"]), trainer.predict(ds["test"]).predictions)
     p, w = loaded.predict(ds["test"], return_weights=True)
     assert w.shape == (len(ds["test"]), 3) and np.allclose(w.sum(1), 1)
 
@@ -240,10 +243,12 @@ def test_forgetting_a_user_retrains_only_its_shard_exactly(setup, fresh, tmp_pat
     meta = json.loads((model_dir / "apa_config.json").read_text())
     assert meta["version"] == 2
     assert [e["event"] for e in meta["lineage"]] == ["train", "forget"]
-    assert meta["lineage"][-1]["shards_trained"] == [k] and meta["lineage"][-1]["samples_removed"] == n_user
+    assert meta["lineage"][-1]["shards_trained"] == [k] and meta["lineage"][-1]["users_removed"] == 1
+    assert "samples_removed" not in meta["lineage"][-1]  # exact sample counts stay with the controller
     assert meta["shards"][k]["trained_in_version"] == 2
     assert all(meta["shards"][j]["trained_in_version"] == 1 for j in range(3) if j != k)
-    assert meta["shards"][k]["num_samples"] == len(remaining)
+    private = read_apa_directory(model_dir)
+    assert private.lineage[-1]["samples_removed"] == n_user and private.shard_info[k]["num_samples"] == len(remaining)
 
 
 def test_a_batch_of_requests_retrains_each_shard_once_and_requests_chain(setup, fresh):
@@ -287,7 +292,8 @@ def test_train_with_forget_dataset_forgets_it(setup, trained, tmp_path):
         processing_class=tok,
         forget_dataset=forget,
     )
-    report = trainer.train()
+    trainer.train()
+    report = trainer.last_report
     assert report.event == "forget" and report.samples_removed == len(forget) and report.users_removed == 1
     assert trainer.forget_dataset is None
 
@@ -306,7 +312,7 @@ def test_no_raw_id_of_a_forgotten_user_reaches_disk_or_logs(setup, fresh, caplog
     assert not any(s.encode() in blobs for s in samples)
     # No user id of anybody, and the salt is not with the model either.
     assert b"person-" not in blobs
-    salt_id = json.loads((model_dir / "apa_config.json").read_text())["ledger"]["salt_id"]
+    salt_id = read_apa_directory(model_dir).ledger["salt_id"]
     salt = (Path(trainer.args.salt_dir) / f"{salt_id}.salt").read_text().strip()
     assert salt.encode() not in blobs and bytes.fromhex(salt) not in blobs
     assert not list(model_dir.rglob("*.salt"))
@@ -319,7 +325,7 @@ def test_a_crash_during_training_leaves_the_previous_version(setup, fresh, monke
     ds, tok, base = setup
     trainer, model_dir = fresh
     before = file_digests(model_dir)
-    expected = trainer.predict(ds["test"])
+    expected = trainer.predict(ds["test"]).predictions
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated crash while retraining a shard")
@@ -329,7 +335,7 @@ def test_a_crash_during_training_leaves_the_previous_version(setup, fresh, monke
         trainer.forget(user_ids=[ds["train"][0]["user_id"]])
     monkeypatch.undo()
     assert file_digests(model_dir) == before and trainer.apa_state.version == 1
-    assert not any(p.name.startswith(".model.") for p in model_dir.parent.iterdir())
+    assert not any(p.name.startswith((".model.staging", ".model.previous")) for p in model_dir.parent.iterdir())
     # The base model got its plain layers back, and the old version still predicts the same.
     assert not hasattr(base, "peft_config") and "lora" not in str(type(base.model.layers[0].self_attn.q_proj)).lower()
     np.testing.assert_array_equal(APARecommender.from_pretrained(model_dir, base_model=base).predict(ds["test"]), expected)
@@ -348,7 +354,7 @@ def test_a_crash_while_writing_leaves_the_previous_version(setup, fresh, monkeyp
     with pytest.raises(OSError, match="simulated crash"):
         trainer.forget(user_ids=[ds["train"][0]["user_id"]])
     assert file_digests(model_dir) == before and trainer.apa_state.version == 1
-    assert not any(p.name.startswith(".model.") for p in model_dir.parent.iterdir())
+    assert not any(p.name.startswith((".model.staging", ".model.previous")) for p in model_dir.parent.iterdir())
     assert read_apa_directory(model_dir).version == 1
 
 
@@ -361,7 +367,7 @@ def test_an_interrupted_switch_is_rolled_back_on_load(setup, fresh):
     (model_dir.parent / ".model.staging-4567").mkdir()
     assert read_apa_directory(model_dir).version == 1
     assert file_digests(model_dir) == before
-    assert not any(p.name.startswith(".model.") for p in model_dir.parent.iterdir())
+    assert not any(p.name.startswith((".model.staging", ".model.previous")) for p in model_dir.parent.iterdir())
     recover_apa_directory(model_dir)  # idempotent
 
 
@@ -376,7 +382,7 @@ def test_sisa_averages_shard_predictions_and_forgets(setup, tmp_path):
     rec = trainer.recommender
     assert trainer.apa_state.partition["method"] == "random"
     shard_p = np.stack([rec.predict_shard(ds["test"], k) for k in range(3)], axis=1)
-    np.testing.assert_allclose(trainer.predict(ds["test"]), shard_p.mean(1), atol=1e-6)
+    np.testing.assert_allclose(trainer.predict(ds["test"]).predictions, shard_p.mean(1), atol=1e-6)
     sample = ds["train"][0]["sample_id"]
     assert len(trainer.forget(sample_ids=[sample]).affected_shards) == 1
 
@@ -396,7 +402,7 @@ def test_seq2seq_backbone_trains_and_forgets(setup, tmp_path):
     report = trainer.forget(user_ids=[ds["train"][0]["user_id"]])
     assert report.version == 2 and len(report.affected_shards) == 1
     p = APARecommender.from_pretrained(tmp_path / "t5", base_model=base).predict(ds["test"])
-    np.testing.assert_allclose(p, trainer.predict(ds["test"]), atol=1e-6)
+    np.testing.assert_allclose(p, trainer.predict(ds["test"]).predictions, atol=1e-6)
 
 
 def test_semantic_partition_trainer(setup, tmp_path):
@@ -404,10 +410,10 @@ def test_semantic_partition_trainer(setup, tmp_path):
     args = apa_args(tmp_path / "sem", tmp_path / "salts", forget_unit="sample", num_shards=2, max_shard_size=40,
                     temperature_candidates=[1.0, 1000.0], routing_representation="last_hidden", save_on_event=False)  # fmt: skip
     trainer = APATrainer(base, args, train_dataset=ds["train"], eval_dataset={"valid": ds["valid"]}, processing_class=tok)
-    report = trainer.train()
+    trainer.train()
+    report = trainer.last_report
     assert trainer.apa_state.partition["method"] == "semantic"
     assert max(s["num_samples"] for s in trainer.apa_state.shard_info) <= 40
-    assert trainer.apa_state.partition_centroids.shape[0] == 2
     assert set(report.temperature_scores) == {1.0, 1000.0}
     assert trainer.apa_state.aggregation.temperature in (1.0, 1000.0)
     assert not (tmp_path / "sem").exists()  # save_on_event=False
@@ -523,7 +529,8 @@ def test_forget_dataset_through_train_trains_then_forgets(setup, tmp_path):
         processing_class=tok,
         forget_dataset=forget,
     )
-    report = trainer.train()
+    trainer.train()
+    report = trainer.last_report
     assert [r.event for r in trainer.reports] == ["train", "forget"]
     assert report.event == "forget" and report.version == 2 and len(report.affected_shards) == 1
     assert report.samples_removed == len(forget) and report.users_removed == 1
@@ -535,7 +542,7 @@ def test_forget_dataset_through_train_trains_then_forgets(setup, tmp_path):
         trainer.train()  # the request was consumed; a second call has nothing left to do
 
 
-def test_model_card_has_counts_and_a_salted_hash_never_ids(setup, fresh):
+def test_model_card_has_user_counts_only_never_ids_or_digests(setup, fresh):
     ds, tok, base = setup
     trainer, model_dir = fresh
     user = ds["train"][2]["user_id"]
@@ -548,10 +555,11 @@ def test_model_card_has_counts_and_a_salted_hash_never_ids(setup, fresh):
     assert "library_name: peft" in meta and "- apa" in meta and "exact-unlearning" in meta
     assert "**APA**" in card and "arxiv.org/abs/2404.10327" in card and "@article{hu2024exact" in card
     assert "3 LoRA shard adapters" in card and "version 2" in card
-    assert f"num forgotten samples: `{len(samples)}`" in card and "num forgotten users: `1`" in card
-    assert f"num retained samples: `{report.num_samples}`" in card and "num forget events: `1`" in card
-    salted = "\n".join(sorted(ledger.hash_sample(s) for s in samples))
-    assert hashlib.sha256(salted.encode()).hexdigest() in card
+    assert "num forgotten users: `1`" in card and "num forget events: `1`" in card
+    # No sample counts (with the public data they narrow the event to one or two users) and no digests.
+    assert "samples" not in card.split("## Forget request")[1].split("##")[0] and report.samples_removed > 1
+    assert not any(ledger.hash_sample(s) in card for s in samples) and ledger.hash_user(user) not in card
+    assert "seed" not in card
     # Neither the user nor their samples, nor an unsalted digest of them that could be checked against guesses.
     assert user not in card and "person-" not in card and not any(s in card for s in samples)
     assert hashlib.sha256("\n".join(sorted(samples)).encode()).hexdigest() not in card
@@ -570,8 +578,8 @@ def test_evaluate_unlearning_reads_an_apa_trainer(setup, fresh):
 
     def aggregate():
         return ModelPredictions(
-            forget=Predictions(trainer.predict(forget_set), np.asarray(forget_set["label"])),
-            test=Predictions(trainer.predict(ds["test"]), np.asarray(ds["test"]["label"])),
+            forget=Predictions(trainer.predict(forget_set).predictions, np.asarray(forget_set["label"])),
+            test=Predictions(trainer.predict(ds["test"]).predictions, np.asarray(ds["test"]["label"])),
         )
 
     before = aggregate()

@@ -219,8 +219,11 @@ def test_model_card_names_the_method_and_hides_user_ids(tiny_data, tmp_path):
     assert "E2URec" in card and "@article" in card and "10.1007/s11704-024-40044-2" in card
     assert "e2urec" in card.split("---")[1]  # a tag in the metadata
     forget = tiny_data["split"].forget
+    # No digest of the forgotten ids (unsalted, anyone holding the public data could test candidate users against it)
+    # and no sample count (it narrows the request to users with that many rows): the number of users only.
     digest = hashlib.sha256("\n".join(sorted(forget["sample_id"])).encode()).hexdigest()
-    assert digest in card
+    assert digest not in card and f"num forgotten users: `{len(set(forget['user_id']))}`" in card
+    assert str(len(forget)) not in card.split("## Forget request")[1].split("##")[0]
     for user in set(forget["user_id"]):
         assert f"`{user}`" not in card and f" {user}\n" not in card
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--method", default="tallrec", choices=["tallrec", "apa", "sisa"],
                        help="tallrec: one recommender; apa / sisa: one LoRA adapter per data shard (default: tallrec).")  # fmt: skip
     train.add_argument("--num-shards", type=int, default=4, help="Shards K for --method apa|sisa (default: 4).")
+    train.add_argument("--min-users-per-event", type=int, default=1,
+                       help="apa/sisa privacy setting: carry out forget requests only once this many users are "
+                       "pending, so each published event covers at least that many (default: 1).")  # fmt: skip
     train.add_argument("--seed", type=int, default=0)
     _add_json(train)
 
@@ -61,8 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--users", help="Comma-separated user ids to forget.")
     who.add_argument("--samples", help="Comma-separated sample ids to forget.")
     who.add_argument("--forget-fraction", type=float, help="Forget a seeded random fraction of the training users.")
+    who.add_argument("--resume", action="store_true",
+                     help="apa/sisa: only finish the requests an interrupted forget left in the run's journal.")  # fmt: skip
     forget.add_argument("--epochs", type=float, default=None, help="Unlearning epochs (approximate methods).")
     forget.add_argument("--seed", type=int, default=0)
+    forget.add_argument("--flush", action="store_true",
+                        help="apa/sisa: carry out queued requests now, even if fewer than min_users_per_event users "
+                        "are pending.")  # fmt: skip
+    forget.add_argument("--no-wait", action="store_true",
+                        help="Fail at once if another process is training, forgetting or pushing on this run "
+                        "(default: wait for it).")  # fmt: skip
     _add_json(forget)
 
     bench = sub.add_parser(
@@ -226,11 +238,15 @@ def _train_shards(args, base: str, splits, run, config) -> dict[str, Any]:
     trainer_cls, config_cls = _shard_trainer_class(args.method)
     values = {k: getattr(config, k) for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
                                               "lora_r", "lora_alpha", "lr_scheduler_type", "warmup_steps", "seed")}  # fmt: skip
-    shard_config = config_cls(output_dir=str(run.path / args.method), num_shards=args.num_shards, **values)
+    shard_config = config_cls(output_dir=str(run.path / args.method), num_shards=args.num_shards,
+                              min_users_per_event=args.min_users_per_event, **values)  # fmt: skip
     trainer = trainer_cls(base, shard_config, train_dataset=splits["train"],
                           eval_dataset={"valid": splits["valid"], "test": splits["test"]})  # fmt: skip
-    report = trainer.train()
-    metrics = utility_metrics(splits["test"]["label"], trainer.predict(splits["test"]))
+    trainer.data_spec = {"data": args.data, "preset": args.preset, "template": args.template,
+                         "history_len": args.history_len, "num_samples": args.num_samples, "seed": args.seed}  # fmt: skip
+    trainer.train()
+    report = trainer.last_report
+    metrics = utility_metrics(splits["test"]["label"], trainer.predict(splits["test"]).predictions)
     return {**metrics, "train_seconds": report.seconds, "num_shards": args.num_shards, "version": report.version}
 
 
@@ -241,29 +257,105 @@ def _forget(args) -> dict[str, Any]:
 
     run = RunDir(args.run)
     info = run.load_info()
+    if args.method in ("apa", "sisa"):
+        return _forget_shards(args, run, info)
+    if args.resume or args.flush:
+        raise ValueError("`--resume` and `--flush` apply to `--method apa|sisa` (the exact methods' journal).")
     train = run.load_datasets()["train"]
     users = [u.strip() for u in args.users.split(",") if u.strip()] if args.users else None
     samples = [x.strip() for x in args.samples.split(",") if x.strip()] if args.samples else None
     request = make_forget_split(train, user_ids=users, sample_ids=samples, fraction=args.forget_fraction, seed=args.seed)
-    if args.method in ("apa", "sisa"):
-        return _forget_shards(args, run, info, train, request)
     return _forget_approximate(args, run, info, request)
 
 
-def _forget_shards(args, run, info, train, request) -> dict[str, Any]:
+def _shard_run_trainer(run, method: str, datasets=None):
+    """The trainer of a run's shard model (`RUN/apa` or `RUN/sisa`), configured from the recipe stored with it."""
+    trainer_cls, _ = _shard_trainer_class(method)
+    splits = datasets or run.load_datasets()
+    return trainer_cls(str(run.path / method), train_dataset=splits["train"],
+                       eval_dataset={"valid": splits["valid"], "test": splits["test"]})  # fmt: skip
+
+
+def _erase_run_copies(run, trainer):
+    """The `erase_copies` hook of a run: its cached data set loses the forgotten users' and samples' rows."""
+    from .partition import ShardLedger, load_or_create_salt
+
+    ledger = trainer.apa_state.ledger
+    hasher = ShardLedger(salt=load_or_create_salt(ledger["salt_id"], trainer.args.salt_dir), shards=[])
+
+    def erase(user_digests, sample_digests):
+        run.erase_rows(hasher, user_digests, sample_digests)
+
+    return erase
+
+
+def recover_run(run, info=None, *, wait: bool = True) -> dict[str, Any] | None:
+    """
+    Finish what an interrupted command left on a run, before any other command uses it: an interrupted version
+    switch is rolled back (or forward), a half-rewritten data set is restored, and pending forget requests are carried
+    out. Returns the forget report when requests were finished.
+    """
+    from .apa_recommender import recover_apa_directory
+    from .controller import Journal, directory_lock
+
+    info = info or run.load_info()
+    run.recover()
+    if info.method not in ("apa", "sisa"):
+        return None
+    shard_dir = run.path / info.method
+    with directory_lock(shard_dir, wait=wait, reason=" (recovering the run)"):
+        recover_apa_directory(shard_dir)  # rolls back an interrupted version switch
+        if not Journal(shard_dir).pending():
+            return None
+        trainer = _shard_run_trainer(run, info.method)
+        report = trainer.resume(erase_copies=_erase_run_copies(run, trainer))
+    if report is not None and report.event == "forget":
+        logger.info("Finished %d forget request(s) an interrupted command had left pending.", report.requests)
+        _record_version_metrics(run, info.method, trainer)
+    return None if report is None else {"recovered": True, **report.to_dict()}
+
+
+def _record_version_metrics(run, method: str, trainer) -> None:
+    """Test metrics of the current version in run.json, so that a push describes the version it pushes."""
+    from .metrics import utility_metrics
+
+    test = trainer.eval_dataset["test"]
+    metrics = utility_metrics(test["label"], trainer.predict(test).predictions)
+    info = run.load_info()
+    info.metrics[method] = {**metrics, "version": trainer.apa_state.version}
+    run.save_info(info)
+
+
+def _forget_shards(args, run, info) -> dict[str, Any]:
+    from .controller import directory_lock
+
     shard_dir = run.path / args.method
-    if info.method != args.method or not shard_dir.is_dir():
+    if info.method != args.method:
         raise ValueError(
             f"`--method {args.method}` needs a run trained with `train --method {args.method}`; {str(run.path)!r} was "
             f"trained with {info.method!r}."
         )
-    trainer_cls, _ = _shard_trainer_class(args.method)
-    splits = run.load_datasets()
-    trainer = trainer_cls(str(shard_dir), train_dataset=train,
-                          eval_dataset={"valid": splits["valid"], "test": splits["test"]})  # fmt: skip
-    trainer.args.output_dir = str(shard_dir)
-    report = trainer.forget(user_ids=request.user_ids if args.users or args.forget_fraction else None,
-                            sample_ids=request.sample_ids if args.samples else None)  # fmt: skip
+    with directory_lock(shard_dir, wait=not args.no_wait, reason=" (forget)"):
+        recovered = recover_run(run, info)
+        if args.resume:
+            return recovered or {"method": args.method, "event": "none", "pending_requests": 0}
+        splits = run.load_datasets()
+        trainer = _shard_run_trainer(run, args.method, splits)
+        users = samples = None
+        if args.users:
+            users = [u.strip() for u in args.users.split(",") if u.strip()]
+        elif args.samples:
+            samples = [x.strip() for x in args.samples.split(",") if x.strip()]
+        else:
+            from .data import make_forget_split
+
+            users = make_forget_split(splits["train"], fraction=args.forget_fraction, seed=args.seed).user_ids
+        if not users and not samples:
+            raise ValueError("`--users` / `--samples` names no id: pass a comma-separated list of ids to forget.")
+        report = trainer.forget(user_ids=users, sample_ids=samples, flush=args.flush, wait=not args.no_wait,
+                                erase_copies=_erase_run_copies(run, trainer))  # fmt: skip
+        if report.event == "forget":
+            _record_version_metrics(run, args.method, trainer)
     return {"method": args.method, **report.to_dict()}
 
 
@@ -304,7 +396,6 @@ def _forget_approximate(args, run, info, request) -> dict[str, Any]:
 
 @command("bench")
 def _bench(args) -> None:
-    import contextlib
     from dataclasses import replace
 
     from .bench import TINY, BenchSettings, format_markdown, run_bench
@@ -312,27 +403,37 @@ def _bench(args) -> None:
     settings = TINY if args.tiny else BenchSettings()
     shards = settings.num_shards if args.num_shards is None else args.num_shards
     settings = replace(settings, num_shards=shards, forget_fraction=args.forget_fraction)
-    # Trainers print their logs on stdout: keep stdout for the table.
-    with contextlib.redirect_stdout(sys.stderr):
-        result = run_bench(args.data, model=args.model, preset=args.preset, seeds=args.seeds, settings=settings,
-                           output_dir=args.output_dir, json_path=args.bench_json, plots_dir=args.plots)  # fmt: skip
-    print(format_markdown(result))
+    # Trainers print their logs on stdout: `main` sends them to stderr, and the table goes to the real stdout.
+    result = run_bench(args.data, model=args.model, preset=args.preset, seeds=args.seeds, settings=settings,
+                       output_dir=args.output_dir, json_path=args.bench_json, plots_dir=args.plots)  # fmt: skip
+    print(format_markdown(result), file=args.stdout)
     return None
 
 
 @command("evaluate")
 def _evaluate(args) -> dict[str, Any]:
     from .metrics import utility_metrics
-    from .models import load_model
     from .runs import RunDir
-    from .scoring import score
 
-    run = RunDir(args.run)
-    run.load_info()
+    run = RunDir(Path(args.run).resolve())
+    info = run.load_info()
+    recover_run(run, info)
     split = run.load_datasets()[args.split]
-    model, tokenizer = load_model(str(run.original_dir))
-    probs = score(model, tokenizer, split, batch_size=args.batch_size, progress=True)
-    return {"split": args.split, "num_samples": len(split), **utility_metrics(split["label"], probs)}
+    if info.method in ("apa", "sisa"):
+        from .apa_recommender import APARecommender
+
+        recommender = APARecommender.from_pretrained(run.path / info.method, base_model=run.base_model_path(info))
+        probs = recommender.predict(split, batch_size=args.batch_size)
+        version = {"version": recommender.version}
+    else:
+        from .models import load_model
+        from .scoring import score
+
+        model, tokenizer = load_model(str(run.original_dir))
+        probs = score(model, tokenizer, split, batch_size=args.batch_size, progress=True)
+        version = {}
+    return {"split": args.split, "num_samples": len(split), "method": info.method, **version,
+            **utility_metrics(split["label"], probs)}  # fmt: skip
 
 
 def resolve_push_source(run: str | Path, method: str | None = None) -> tuple[str, Path]:
@@ -377,12 +478,25 @@ def _run_info(folder: Path):
 def _push(args) -> dict[str, Any]:
     from . import hub
 
+    from .apa_recommender import read_version
+    from .controller import directory_lock
+    from .runs import RUN_FILE, RunDir
+
+    for candidate in (Path(args.run), Path(args.run).parent):
+        if (candidate / RUN_FILE).is_file():
+            recover_run(RunDir(candidate))
+            break
     kind, folder = resolve_push_source(args.run, args.method)
     info = _run_info(folder)
-    metrics = (info.metrics.get(kind) if info else None) or None
-    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))} if isinstance(metrics, dict) else None
+    method_key = (info.method if info is not None and info.method in ("apa", "sisa") else "apa") if kind == "apa" else kind
+    metrics = (info.metrics.get(method_key) if info else None) or None
+    if isinstance(metrics, dict) and kind == "apa" and metrics.get("version", 1) != read_version(folder):
+        metrics = None  # measured on another version: a card describes the version it is pushed with
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "version"} if metrics else None
     if kind == "apa":
-        result = hub.push(folder, args.repo_id, private=args.private, keep_history=args.keep_history, metrics=metrics)
+        with directory_lock(folder, reason=" (push)"):
+            result = hub.push(folder, args.repo_id, private=args.private, keep_history=args.keep_history,
+                              metrics=metrics)  # fmt: skip
     else:
         result = hub.push_adapter(folder, args.repo_id, method=kind, private=args.private,
                                   keep_history=args.keep_history, metrics=metrics)  # fmt: skip
@@ -409,8 +523,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        results = COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, _hub_error()) as err:
+        # Trainers print their logs (`{'loss': ...}`) on stdout: stdout is kept for the one JSON document.
+        args.stdout = sys.stdout  # for a command that prints its own output (bench)
+        with contextlib.redirect_stdout(sys.stderr):
+            results = COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError, _hub_error(), _locked_error()) as err:
         # Bad input: a clear message, no traceback.
         print(f"hf-recunlearn {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -423,6 +540,12 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(args.json_path, json.loads(text))
     print(text)
     return 0
+
+
+def _locked_error() -> type[Exception]:
+    from .controller import RunLockedError
+
+    return RunLockedError
 
 
 def _hub_error() -> type[Exception]:

@@ -273,20 +273,21 @@ def run_apa_stage(run: RunDir, splits, settings: DemoSettings, forget_user: str)
     logger.info("APA: training %d shard adapters", settings.num_shards)
     apa = APATrainer(str(run.base_dir), settings.apa_config(run.path / "apa"), train_dataset=splits["train"],
                      eval_dataset=eval_sets)  # fmt: skip
-    train_report = apa.train()
-    apa_probs = apa.predict(test)
-    apa_ms = best_ms_per_sample(lambda: apa.predict(test, batch), len(test))
+    apa.train()
+    train_report = apa.last_report
+    apa_probs = apa.recommender.predict(test, batch)
+    apa_ms = best_ms_per_sample(lambda: apa.recommender.predict(test, batch), len(test))
 
     logger.info("APA: forgetting one user")
     forget_report = apa.forget(user_ids=[forget_user])
-    after_probs = apa.predict(test)
+    after_probs = apa.recommender.predict(test, batch)
 
     logger.info("SISA: training %d shard adapters (random partition, output averaging)", settings.num_shards)
     sisa = SISATrainer(str(run.base_dir), settings.apa_config(run.path / "sisa", SISAConfig),
                        train_dataset=splits["train"], eval_dataset=eval_sets)  # fmt: skip
     sisa.train()
-    sisa_probs = sisa.predict(test)
-    sisa_ms = best_ms_per_sample(lambda: sisa.predict(test, batch), len(test))
+    sisa_probs = sisa.recommender.predict(test, batch)
+    sisa_ms = best_ms_per_sample(lambda: sisa.recommender.predict(test, batch), len(test))
 
     logger.info("Single adapter: one LoRA on all the training data (the TALLRec recipe)")
     single_dir = run.path / "single_adapter"

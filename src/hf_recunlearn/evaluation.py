@@ -110,7 +110,8 @@ def predict_unlearning_sets(
 
 def _recommender_predictions(trainer, dataset, batch_size: int) -> Predictions:
     """An APA trainer's aggregated P(like) on `dataset` (no full-vocabulary logits: there is no single model)."""
-    return Predictions(probs=trainer.predict(dataset, batch_size), labels=np.asarray(dataset["label"], dtype=int))
+    probs = trainer.recommender.predict(dataset, batch_size)
+    return Predictions(probs=probs, labels=np.asarray(dataset["label"], dtype=int))
 
 
 def evaluate_unlearning(

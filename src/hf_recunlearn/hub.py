@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -44,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+
+from .controller import CONTROLLER_DIR, crash_point
 
 
 logger = logging.getLogger(__name__)
@@ -146,14 +147,16 @@ class HubVersion:
     Attributes:
         version (`int`): the version number (`vN` tag).
         tag (`str`): `"vN"`.
-        status (`str`): `"available"` (the tag exists), `"purged"` (removed after a deletion request) or
+        status (`str`): `"available"` (the tag exists), `"purged"` (removed after a deletion request: no ref,
+            commit or stored object holds its weights any more), `"purge_pending"` (a purge started and not yet
+            finished; the next `push` or `list_versions` finishes it) or
             `"not_pushed"` (a local version that was never pushed; a later one was).
         commit (`str` or `None`): the commit the tag points to now; for other versions the commit they were pushed
             as (no longer downloadable once purged).
         event (`str`): `"train"`, `"forget"`, `"unlearn"`, ...
         shards_retrained (`list[int]`): shards trained by the event (APA).
-        samples_removed, users_removed (`int`): counts; ids are never published.
-        seconds (`float` or `None`): wall time of the event.
+        users_removed (`int`): users the event removed; no id, digest or sample count is ever published (with the
+            public data set, exact sample counts narrow an event to one or two users).
         date (`str` or `None`): when the version was pushed (ISO 8601, UTC).
         metrics (`dict`): metrics given at push time.
     """
@@ -164,9 +167,7 @@ class HubVersion:
     commit: str | None = None
     event: str = ""
     shards_retrained: list[int] = field(default_factory=list)
-    samples_removed: int = 0
     users_removed: int = 0
-    seconds: float | None = None
     date: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -233,15 +234,10 @@ def _local_files(directory: Path) -> dict[str, Path]:
         rel = path.relative_to(directory).as_posix()
         if not path.is_file() or any(part.startswith(".") for part in rel.split("/")) or rel in _GENERATED:
             continue
+        if rel.split("/")[0] == CONTROLLER_DIR:  # the data controller's ledger and recipe: never published
+            continue
         files[rel] = path
     return files
-
-
-def _is_hub_id(name: str | None) -> bool:
-    """Whether `name` looks like a Hub model id (not a local path), so it can go in the card's `base_model`."""
-    if not name or os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
-        return False
-    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None and ".." not in name
 
 
 def _token_or_raise(token):
@@ -378,9 +374,7 @@ def _log_rows(versions: list[dict]) -> list[dict]:
             "tag": v["tag"],
             "event": v.get("event", ""),
             "shards": ", ".join(str(k) for k in shards) if shards else "-",
-            "samples_removed": v.get("samples_removed", 0),
             "users_removed": v.get("users_removed", 0),
-            "seconds": "-" if v.get("seconds") is None else f"{float(v['seconds']):.2f}",
             "status": v.get("status", "available").replace("_", " "),
         })  # fmt: skip
     return rows
@@ -413,9 +407,11 @@ def render_model_card(
     """
     from huggingface_hub import ModelCard, ModelCardData
 
+    from .models import is_hub_model_id
+
     metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tags = BASE_TAGS + [method if method != "original" else "tallrec"]
-    base_id = base_model if _is_hub_id(base_model) else None
+    base_id = base_model if is_hub_model_id(base_model) else None
     card_data = ModelCardData(
         library_name="peft",
         base_model=base_id,
@@ -466,11 +462,7 @@ def _version_entry(version: int, lineage_entry: dict | None, event: str, metrics
         "tag": _tag(version),
         "event": entry.get("event", event),
         "shards_retrained": list(entry.get("shards_trained", [])),
-        "samples_removed": int(entry.get("samples_removed", 0)),
         "users_removed": int(entry.get("users_removed", 0)),
-        "num_samples": entry.get("num_samples"),
-        "num_users": entry.get("num_users"),
-        "seconds": entry.get("seconds"),
         "date": None,
         "commit": None,
         "parent_commit": None,
@@ -481,7 +473,7 @@ def _version_entry(version: int, lineage_entry: dict | None, event: str, metrics
 
 def _lineage_key(entry: dict) -> tuple:
     return (entry.get("version"), entry.get("event"), tuple(entry.get("shards_trained", [])),
-            entry.get("samples_removed", 0), entry.get("users_removed", 0))  # fmt: skip
+            entry.get("users_removed", 0))  # fmt: skip
 
 
 class _RemoteState:
@@ -539,7 +531,14 @@ def _publish(
     token,
     _before_commit=None,
 ) -> HubPushResult:
-    """Commit `files` as version `version` (one commit, parent = the head read before), tag it, purge if asked."""
+    """
+    Commit `files` as version `version` (one commit, parent = the head read before), tag it, and purge if asked.
+
+    Order, so that the public log never calls a downloadable revision purged: the version's commit marks earlier
+    versions `purge_pending`; then the tag; then [`_finish_purge`] deletes every other ref, squashes `main`,
+    deletes the LFS objects of the old weights from storage, and only then commits the log that says `purged`. A
+    push killed at any point is finished by the next `push` or `list_versions` call.
+    """
     from huggingface_hub import CommitOperationDelete
 
     tag = _tag(version)
@@ -549,6 +548,7 @@ def _publish(
         operations = adds + [CommitOperationDelete(p) for p in deleted]
         if _before_commit is not None:
             _before_commit()
+        crash_point("push:before-commit")
         with _translate_errors(repo_id, f"commit version {tag} to"):
             info = api.create_commit(
                 repo_id,
@@ -559,39 +559,123 @@ def _publish(
         result.commit = info.oid
     else:
         result.created_commit = False
+    crash_point("push:committed")
     try:
         with _translate_errors(repo_id, f"tag version {tag} of"):
             if tag in remote.tags and remote.tags[tag] != result.commit:
                 api.delete_tag(repo_id, tag=tag)
             if remote.tags.get(tag) != result.commit:
                 api.create_tag(repo_id, tag=tag, revision=result.commit, tag_message=commit_message)
-            others = sorted(t for t in remote.tags if t != tag)
-            if purge and (others or remote.num_commits + result.created_commit > 1):
-                for old in others:
-                    api.delete_tag(repo_id, tag=old)
-                    result.purged.append(old)
-                api.delete_tag(repo_id, tag=tag)  # the tag would keep the old history alive
-                api.super_squash_history(
-                    repo_id,
-                    branch="main",
-                    commit_message=f"{tag}: history squashed after a deletion request (earlier versions purged)",
-                )
-                result.commit = api.repo_info(repo_id, revision="main").sha
-                api.create_tag(repo_id, tag=tag, revision=result.commit, tag_message=commit_message)
-                extra = sorted(b for b in remote.branches if b != "main")
-                if extra:
-                    logger.warning(
-                        "Branches %s of %s may still hold weights trained on deleted data; delete them with "
-                        "`HfApi().delete_branch(...)`.", extra, repo_id,
-                    )  # fmt: skip
+        crash_point("push:tagged")
+        others = set(remote.tags) - {tag} or set(remote.branches) - {"main"}
+        if purge and (result.created_commit or others or _purge_pending(remote.versions_meta)):
+            result.purged, result.commit = _finish_purge(api, repo_id, token)
     except HubOperationError as err:
         if result.created_commit:
             raise type(err)(
                 f"{err} Version {tag} itself was published (commit {result.commit}), but tagging or purging older "
-                "versions did not finish: re-run the same push to finish it."
+                "versions did not finish: re-run the same push (or `hf-recunlearn versions`) to finish it."
             ) from err
         raise
     return result
+
+
+def _purge_pending(versions_meta: dict | None) -> bool:
+    return any(v.get("status") == "purge_pending" for v in (versions_meta or {}).get("versions", []))
+
+
+def _finish_purge(api, repo_id: str, token) -> tuple[list[str], str]:
+    """
+    Make every version before the newest undownloadable, then say so: delete every ref but `main` and the newest
+    tag (other tags, branches; pull-request refs cannot be deleted, so their weights go with the LFS deletion below),
+    squash `main`, permanently delete the LFS objects the head does not use (a squash leaves them in storage,
+    fetchable by id), and finally commit the log with those versions marked `purged` and re-tag the newest version.
+
+    Every step is idempotent, so a purge killed at any point is finished by running this again.
+
+    Returns the deleted tags and the commit the newest tag points to.
+    """
+    from huggingface_hub import CommitOperationAdd
+
+    with _translate_errors(repo_id, "purge earlier versions of"):
+        head = api.repo_info(repo_id, revision="main").sha
+        meta = _read_remote_json(repo_id, VERSIONS_FILE, head, token) or {"versions": []}
+        versions = meta.get("versions", [])
+        newest = max((v["version"] for v in versions if v.get("status") == "available"), default=None)
+        keep_tag = _tag(newest) if newest is not None else None
+        refs = api.list_repo_refs(repo_id, include_pull_requests=True)
+        purged = []
+        for ref in refs.tags:
+            if ref.name != keep_tag:
+                api.delete_tag(repo_id, tag=ref.name)
+                purged.append(ref.name)
+        for ref in refs.branches:
+            if ref.name != "main":
+                api.delete_branch(repo_id, branch=ref.name)
+        crash_point("push:refs-deleted")
+        if keep_tag is not None and any(t.name == keep_tag for t in refs.tags):
+            api.delete_tag(repo_id, tag=keep_tag)  # the tag would keep the old history alive
+        if len(api.list_repo_commits(repo_id, revision="main")) > 1:
+            api.super_squash_history(
+                repo_id, branch="main", commit_message="History squashed after a deletion request (earlier versions purged)"
+            )
+        crash_point("push:squashed")
+        head = api.repo_info(repo_id, revision="main").sha
+        used = {sha for _, sha in _remote_tree(api, repo_id, head).values() if sha}
+        stale = [f for f in api.list_lfs_files(repo_id) if f.file_oid not in used]
+        if stale:
+            api.permanently_delete_lfs_files(repo_id, stale, rewrite_history=True)
+        crash_point("push:lfs-deleted")
+        pending = [v for v in versions if v.get("status") == "purge_pending"]
+        for v in pending:
+            v["status"] = "purged"
+            v.setdefault("purged_at", _now())
+        if pending:
+            operations = [CommitOperationAdd(VERSIONS_FILE, _versions_payload(meta.get("method", "apa"), versions))]
+            card = _rerender_card(api, repo_id, head, meta.get("method", "apa"), versions, token)
+            if card is not None:
+                operations.append(CommitOperationAdd(CARD_FILE, str(card).encode()))
+            info = api.create_commit(repo_id, operations, commit_message="Earlier versions purged",
+                                     parent_commit=head)  # fmt: skip
+            head = info.oid
+        crash_point("push:finalized")
+        if keep_tag is not None:
+            api.create_tag(repo_id, tag=keep_tag, revision=head, tag_message=f"{keep_tag} (earlier versions purged)")
+    return purged, head
+
+
+def finish_interrupted_purge(repo_id: str, *, token: str | bool | None = None) -> bool:
+    """
+    Finish a purge that a killed push left half done (the log says `purge_pending`). Returns whether one was
+    finished. `push` and `list_versions` call it first.
+    """
+    api = _api(token)
+    with _translate_errors(repo_id, "read the versions of"):
+        head = api.repo_info(repo_id, revision="main").sha
+        meta = _read_remote_json(repo_id, VERSIONS_FILE, head, token)
+    if not _purge_pending(meta):
+        return False
+    logger.warning("Finishing the purge of earlier versions of %s that an interrupted push left pending.", repo_id)
+    _finish_purge(api, repo_id, token)
+    return True
+
+
+def _rerender_card(api, repo_id: str, revision: str, method: str, versions: list[dict], token):
+    """The card of the head, rendered again with the final version statuses (metadata kept from the current card)."""
+    from huggingface_hub import ModelCard
+
+    from .apa_recommender import CONFIG_NAME
+
+    try:
+        current = ModelCard.load(repo_id, token=token)
+    except Exception:  # no card, or an unreadable one: the version list alone carries the statuses
+        return None
+    apa_meta = _read_remote_json(repo_id, CONFIG_NAME, revision, token) if method == "apa" else None
+    newest = versions[-1] if versions else {}
+    return render_model_card(
+        method, repo_id, versions, base_model=current.data.base_model, datasets=current.data.datasets,
+        metrics=newest.get("metrics"), apa_meta=apa_meta,
+    )  # fmt: skip
 
 
 def _versions_payload(method: str, versions: list[dict]) -> bytes:
@@ -615,9 +699,8 @@ def _merge_versions(remote: _RemoteState, new_entries: list[dict], purge: bool) 
         if v["version"] != newest and v.get("status") == "available" and v.get("commit") is None:
             v["commit"] = remote.tags.get(v["tag"]) or (remote.head if v["version"] == remote.latest else None)
     for v in by_version.values():
-        if v["version"] != newest and v.get("status") == "available" and (purge or v["tag"] not in remote.tags):
-            v["status"] = "purged"
-            v.setdefault("purged_at", _now())
+        if v["version"] != newest and v.get("status") == "available" and purge:
+            v["status"] = "purge_pending"  # "purged" only once no ref, commit or stored object holds it
     return [by_version[k] for k in sorted(by_version)]
 
 
@@ -630,6 +713,10 @@ def _open_remote(repo_id: str, token, private: bool, method: str):
         api.create_repo(repo_id, private=private, exist_ok=True)
     with _translate_errors(repo_id, "read the current version of"):
         remote = _RemoteState(api, repo_id, token)
+    if _purge_pending(remote.versions_meta):  # a push was killed mid-purge: finish it before anything else
+        _finish_purge(api, repo_id, token)
+        with _translate_errors(repo_id, "read the current version of"):
+            remote = _RemoteState(api, repo_id, token)
     if remote.versions_meta is None and set(remote.tree) - _KEPT_REMOTE - _GENERATED:
         raise HubConflictError(
             f"{repo_id!r} already holds files that were not pushed by hf_recunlearn; push to a new repo id."
@@ -697,7 +784,7 @@ def push(
     if remote.latest:
         remote_meta = _read_remote_json(repo_id, CONFIG_NAME, remote.head, token) or {}
         remote_lineage = [_lineage_key(e) for e in remote_meta.get("lineage", [])]
-        same_run = remote_meta.get("ledger", {}).get("salt_id") == meta.get("ledger", {}).get("salt_id")
+        same_run = remote_meta.get("run_id") == meta.get("run_id")
         if not same_run or [_lineage_key(e) for e in lineage[: len(remote_lineage)]] != remote_lineage:
             raise HubConflictError(
                 f"{repo_id!r} holds another history than {str(directory)!r} (a different run, or forget requests "
@@ -741,8 +828,7 @@ def push(
     message = commit_message or (
         f"{_tag(version)}: {current['event']}"
         + (f", shards {current['shards_retrained']} retrained" if current["event"] in FORGET_EVENTS else "")
-        + (f", {current['samples_removed']} samples / {current['users_removed']} users removed"
-           if current["event"] in FORGET_EVENTS else "")  # fmt: skip
+        + (f", {current['users_removed']} users removed" if current["event"] in FORGET_EVENTS else "")
     )
     return _publish(api, repo_id, remote, version, files, purge=purge, commit_message=message, token=token,
                     _before_commit=_before_commit)  # fmt: skip
@@ -757,9 +843,7 @@ def push_adapter(
     metrics: dict[str, float] | None = None,
     base_model: str | None = None,
     datasets: list[str] | None = None,
-    samples_removed: int = 0,
     users_removed: int = 0,
-    seconds: float | None = None,
     keep_history: bool = False,
     private: bool = False,
     commit_message: str | None = None,
@@ -776,8 +860,7 @@ def push_adapter(
         event (`str`, *optional*): what produced this version; defaults to `"unlearn"` for E2URec and `"train"`
             otherwise. An `"unlearn"`/`"forget"` event purges earlier versions unless `keep_history=True`.
         metrics, base_model, datasets: for the card (`base_model` defaults to the adapter config's).
-        samples_removed, users_removed (`int`): counts for the unlearning log (never ids).
-        seconds (`float`, *optional*): wall time of the event.
+        users_removed (`int`): users removed, for the unlearning log (never ids, never sample counts).
         keep_history, private, commit_message, token: as in [`push`].
 
     Returns:
@@ -801,8 +884,7 @@ def push_adapter(
     else:
         version = remote.latest + 1
         entry = _version_entry(version, None, event, metrics, "available")
-        entry.update(samples_removed=int(samples_removed), users_removed=int(users_removed), seconds=seconds,
-                     date=_now(), parent_commit=remote.head)  # fmt: skip
+        entry.update(users_removed=int(users_removed), date=_now(), parent_commit=remote.head)
         versions = _merge_versions(remote, [entry], purge)
     card = render_model_card(method, repo_id, versions, base_model=base_model, datasets=datasets, metrics=metrics)
     files: dict[str, Path | bytes] = dict(local)
@@ -821,9 +903,17 @@ def list_versions(repo_id: str, *, token: str | bool | None = None) -> list[HubV
     Every version of a repo pushed by hf_recunlearn, oldest first, with what each event did (counts only).
 
     A version is `available` when its tag exists (`commit` is where the tag points now), `purged` when it was removed
-    after a deletion request, `not_pushed` when it only existed locally.
+    after a deletion request, `purge_pending` while a purge is unfinished, `not_pushed` when it only existed locally.
+    With a write token, a purge an interrupted push left pending is finished first.
     """
+    from huggingface_hub import get_token
+
     api = _api(token)
+    with _translate_errors(repo_id, "list the versions of"):
+        head = api.repo_info(repo_id, revision="main").sha
+        meta = _read_remote_json(repo_id, VERSIONS_FILE, head, token)
+    if _purge_pending(meta) and token is not False and (token or get_token()):
+        finish_interrupted_purge(repo_id, token=token)  # an interrupted push: finish it before reporting
     with _translate_errors(repo_id, "list the versions of"):
         head = api.repo_info(repo_id, revision="main").sha
         refs = api.list_repo_refs(repo_id)
@@ -833,12 +923,11 @@ def list_versions(repo_id: str, *, token: str | bool | None = None) -> list[HubV
     tags = {t.name: t.target_commit for t in refs.tags}
     out = []
     for v in meta.get("versions", []):
-        status = "available" if v["tag"] in tags else ("purged" if v.get("status") == "available" else v["status"])
+        status = "available" if v["tag"] in tags else v["status"]
         out.append(HubVersion(
             version=int(v["version"]), tag=v["tag"], status=status, commit=tags.get(v["tag"], v.get("commit")),
             event=v.get("event", ""), shards_retrained=list(v.get("shards_retrained", [])),
-            samples_removed=int(v.get("samples_removed", 0)), users_removed=int(v.get("users_removed", 0)),
-            seconds=v.get("seconds"), date=v.get("date"), metrics=dict(v.get("metrics") or {}),
+            users_removed=int(v.get("users_removed", 0)), date=v.get("date"), metrics=dict(v.get("metrics") or {}),
         ))  # fmt: skip
     return out
 

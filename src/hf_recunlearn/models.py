@@ -97,6 +97,15 @@ def build_tiny_model(
     raise ValueError(f"`arch` must be 'causal' or 'seq2seq', got {arch!r}.")
 
 
+def is_hub_model_id(name: str | None) -> bool:
+    """Whether `name` is a Hub model id (not a local path), so that it may be published in a card or metadata."""
+    import re
+
+    if not name or os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
+        return False
+    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None and ".." not in name
+
+
 def is_seq2seq(model) -> bool:
     """Whether `model` (possibly PEFT-wrapped) is an encoder–decoder model."""
     config = getattr(model, "config", None)

@@ -107,8 +107,12 @@ def prompt_representations(
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(x.dtype).unsqueeze(-1)
-    return ((x * m).sum(1) / m.sum(1).clamp(min=1)).float()
+    """
+    Mean over the unmasked positions, summed in float64: a prompt's representation then does not depend on how much
+    padding its batch had, so removing other rows (a forget) leaves it bit for bit as it was.
+    """
+    m = mask.to(torch.float64).unsqueeze(-1)
+    return ((x.to(torch.float64) * m).sum(1) / m.sum(1).clamp(min=1)).float()
 
 
 class _nullcontext:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +101,59 @@ class RunDir:
         return RunInfo(**json.loads(file.read_text()))
 
     def save_datasets(self, datasets: DatasetDict) -> None:
-        datasets.save_to_disk(str(self.data_dir))
+        """Write the splits atomically (a staging folder swapped in with renames, like an APA version)."""
+        from .apa_recommender import recover_apa_directory
+        from .controller import crash_point, fsync_dir
+
+        target = self.data_dir
+        recover_apa_directory(target)
+        staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:12]}"
+        try:
+            datasets.save_to_disk(str(staging))
+            for path in sorted(staging.rglob("*")):
+                if path.is_file():
+                    with open(path, "rb") as f:
+                        os.fsync(f.fileno())
+            fsync_dir(staging)
+            if target.exists():
+                previous = target.parent / f".{target.name}.previous-{uuid.uuid4().hex[:12]}"
+                os.rename(target, previous)
+                crash_point("data:between-renames")
+                os.rename(staging, target)
+                fsync_dir(target.parent)
+                shutil.rmtree(previous)
+            else:
+                os.rename(staging, target)
+                fsync_dir(target.parent)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def recover(self) -> None:
+        """Roll back a data set rewrite that a crash interrupted (the APA version is recovered by its own reader)."""
+        from .apa_recommender import recover_apa_directory
+
+        recover_apa_directory(self.data_dir)
+
+    def erase_rows(self, hasher, user_digests, sample_digests) -> int:
+        """
+        Rewrite the cached splits without the rows of the given users and samples (ledger digests under `hasher`'s
+        salt), so the run keeps what it needs to retrain, minus the forgotten rows. Idempotent; returns the rows
+        removed.
+        """
+        users, samples = set(user_digests), set(sample_digests)
+        datasets = self.load_datasets()
+        kept, removed = {}, 0
+        for name, split in datasets.items():
+            rows = [
+                i for i, (u, s) in enumerate(zip(split["user_id"], split["sample_id"]))
+                if hasher.hash_user(u) not in users and hasher.hash_sample(s) not in samples
+            ]  # fmt: skip
+            removed += len(split) - len(rows)
+            kept[name] = split.select(rows) if len(rows) != len(split) else split
+        if removed:
+            self.save_datasets(DatasetDict({name: split.flatten_indices() for name, split in kept.items()}))
+        return removed
 
     def load_datasets(self) -> DatasetDict:
         if not self.data_dir.is_dir():

@@ -69,7 +69,13 @@ class APAConfig(RecConfig):
             It must stay outside `output_dir` and off the Hub.
         save_on_event (`bool`, *optional*, defaults to `True`):
             Write a new version of the model to `output_dir` after training and after every forgetting event
-            (atomically; the previous version is deleted).
+            (atomically; the previous version is deleted). Forget requests are durable (journal, lock) only then.
+        min_users_per_event (`int`, *optional*, defaults to `1`):
+            Privacy setting: a forget request is recorded in the journal at once but carried out only when at least
+            this many users are pending (or on `forget(..., flush=True)`), so that every published event covers at
+            least k users. With 1, each event removes one user and the public version list shows when it happened
+            and that it was one user; someone who knows a user asked for deletion at that time learns it was done,
+            but nothing published names who. Larger values trade deletion delay for that cover.
     """
 
     num_shards: int = field(default=4, metadata={"help": "Number of data shards K (APA: 4)."})
@@ -101,6 +107,9 @@ class APAConfig(RecConfig):
     salt_dir: str | None = field(default=None, metadata={"help": "Folder of the ledger's secret salt (kept local)."})
     save_on_event: bool = field(
         default=True, metadata={"help": "Write a new version to output_dir after training and each forget."}
+    )
+    min_users_per_event: int = field(
+        default=1, metadata={"help": "Carry out forget requests only once this many users are pending (privacy)."}
     )
 
     def __post_init__(self):
@@ -144,5 +153,7 @@ class APAConfig(RecConfig):
                     "`temperature_candidates` must be a non-empty list of values >= 0, got "
                     f"{self.temperature_candidates}."
                 )
+        if self.min_users_per_event < 1:
+            raise ValueError(f"`min_users_per_event` must be >= 1, got {self.min_users_per_event}.")
         if self.num_neighbors < 1:
             raise ValueError(f"`num_neighbors` must be >= 1, got {self.num_neighbors} (paper: 20 movies, 100 books).")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import logging
 import os
@@ -170,6 +169,7 @@ class UnlearningTrainer(Trainer):
         model, processing_class = self._load_model(model, processing_class)
         if processing_class is None:
             raise ValueError("`processing_class` (the tokenizer) is required when `model` is a loaded model.")
+        check_tokenizer_matches(model, processing_class)
 
         forget_dataset, retain_dataset = self._resolve_datasets(train_dataset, forget_dataset, retain_dataset)
         self.forget_dataset = forget_dataset
@@ -232,6 +232,25 @@ class UnlearningTrainer(Trainer):
                 )
 
     @staticmethod
+    def _check_rows(datasets: dict[str, Dataset | None]) -> None:
+        """Refuse an empty dataset, and labels that are not 0/1 (NaN, 3, -1 ...), naming the dataset."""
+        for name, ds in datasets.items():
+            if ds is None:
+                continue
+            if len(ds) == 0:
+                raise ValueError(f"`{name}` is empty: pass the samples to train on (e.g. `build_datasets(...)['train']`).")
+            if "label" in ds.column_names:
+                labels = np.asarray(ds["label"], dtype=np.float64)
+                bad = ~np.isin(labels, (0.0, 1.0))
+                if bad.any():
+                    first = int(np.flatnonzero(bad)[0])
+                    raise ValueError(
+                        f"`{name}` has {int(bad.sum())} label(s) that are not 0 or 1 (first at row {first}: "
+                        f"{labels[first]!r}). Labels are binary: 1 = the user liked the item (rating above the "
+                        "threshold), 0 = not; fix or drop those rows."
+                    )
+
+    @staticmethod
     def _check_forget_not_empty(forget_dataset: Dataset) -> None:
         if len(forget_dataset) == 0:
             raise ValueError(
@@ -274,6 +293,7 @@ class UnlearningTrainer(Trainer):
         self._check_columns(
             {"forget_dataset": forget_dataset, "retain_dataset": retain_dataset, "train_dataset": train_dataset}
         )
+        self._check_rows({"forget_dataset": forget_dataset, "train_dataset": train_dataset})
         forget_ids = None
         if train_dataset is not None:
             forget_ids = self._match_forget_set(forget_dataset, train_dataset)
@@ -542,17 +562,14 @@ class UnlearningTrainer(Trainer):
     # ------------------------------------------------------------------ model card
 
     def forget_request_summary(self) -> dict[str, Any]:
-        """What was forgotten, by counts and a SHA-256 over the sorted sample ids, never by user ids."""
-        summary: dict[str, Any] = {
-            "num_forgotten_samples": len(self.forget_dataset),
-            "num_retained_samples": len(self.retain_dataset),
-        }
+        """
+        What was forgotten, as the public may see it: the number of users. No sample counts and no digest of the ids:
+        with the public data set, either narrows the request to the users it names (an unsalted digest of sample ids
+        can be checked against every candidate user).
+        """
         if "user_id" in self.forget_dataset.column_names:
-            summary["num_forgotten_users"] = len(set(self.forget_dataset["user_id"]))
-        if "sample_id" in self.forget_dataset.column_names:
-            ids = "\n".join(sorted(str(s) for s in self.forget_dataset["sample_id"]))
-            summary["forgotten_sample_ids_sha256"] = hashlib.sha256(ids.encode()).hexdigest()
-        return summary
+            return {"num_forgotten_users": len(set(self.forget_dataset["user_id"]))}
+        return {"num_forget_requests": 1}
 
     def method_hyperparameters(self) -> dict[str, Any]:
         """The configuration fields specific to the method (those not in [`UnlearningConfig`]'s parents)."""
@@ -619,7 +636,7 @@ class UnlearningTrainer(Trainer):
             "",
             *[f"- {key.replace('_', ' ')}: `{value}`" for key, value in summary.items()],
             "",
-            "User ids are never written here; the hash lets the data owner check which samples were covered.",
+            "User ids are never written here.",
             "",
             "## Method hyperparameters",
             "",
@@ -630,6 +647,30 @@ class UnlearningTrainer(Trainer):
             lines += ["", "## Citation", "", "```bibtex", self._paper["citation"].strip(), "```"]
         os.makedirs(self.args.output_dir, exist_ok=True)
         ModelCard("\n".join(lines) + "\n").save(os.path.join(self.args.output_dir, "README.md"))
+
+
+def check_tokenizer_matches(model, tokenizer) -> None:
+    """
+    Refuse a tokenizer that does not belong to `model`: token ids beyond the embedding matrix, or special tokens
+    (eos / bos / pad) whose ids differ from the model config's. Either way training would run and learn nothing.
+    """
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    size = getattr(embeddings, "num_embeddings", None)
+    if size is not None and len(tokenizer) > size:
+        raise ValueError(
+            f"`processing_class` has a vocabulary of {len(tokenizer)} tokens but the model's embedding matrix has "
+            f"{size} rows: this tokenizer does not belong to the model. Load both from the same checkpoint "
+            "(`load_model(name)` returns the pair)."
+        )
+    config = getattr(model, "config", None)
+    for name in ("eos_token_id", "bos_token_id"):
+        expected, actual = getattr(config, name, None), getattr(tokenizer, name, None)
+        if isinstance(expected, int) and actual is not None and actual != expected:
+            raise ValueError(
+                f"`processing_class` has {name}={actual} but the model expects {expected}: this tokenizer does not "
+                "belong to the model (special tokens differ). Load both from the same checkpoint."
+            )
 
 
 def _with_column(ds: Dataset, name: str, values) -> Dataset:
