@@ -160,6 +160,8 @@ class _Stack:
         self.A_list = [a.detach() for a, _ in pairs]
         self.B_list = [b.detach() for _, b in pairs]
         self.scalings = [float(s) for s in scalings]
+        dtype = self.A_list[0].dtype
+        self.compute_dtype = dtype if dtype not in (torch.float16, torch.bfloat16) else torch.float32
         self.A = torch.cat(self.A_list, dim=0)
         self.B = torch.cat([b * s for b, s in zip(self.B_list, self.scalings)], dim=1)
         self._cache: dict = {}
@@ -209,9 +211,11 @@ class ShardMixture:
         self.stacks = {p: _Stack([_lora_pair(sd, p) for sd in shard_state_dicts], scalings) for p in self.modules}
         for path in self.modules:
             layer = model.get_submodule(path)
-            if not isinstance(layer, torch.nn.Linear):
+            if not isinstance(layer, torch.nn.Linear):  # bitsandbytes' Linear4bit / Linear8bitLt are nn.Linear too
                 raise TypeError(
-                    f"Module {path!r} is a {type(layer).__name__}; shard aggregation needs nn.Linear targets."
+                    f"Module {path!r} is a {type(layer).__name__}; shard aggregation needs linear targets "
+                    "(`nn.Linear`, or bitsandbytes' `Linear4bit` / `Linear8bitLt` on a quantized base). Train the "
+                    "shards with `target_modules` naming linear layers."
                 )
         self._weights = None
         self._level = "ND"
@@ -249,12 +253,15 @@ class ShardMixture:
 
         def hook(module, args, output):
             x = args[0]
-            A, B, A_list, B_list = stack.on(x.device, module.weight.dtype)
+            # The low-rank paths run in the adapters' dtype, as PEFT runs them: a quantized layer's weight is packed
+            # integers, and a half-precision base keeps float32 adapters (`autocast_adapter_dtype`).
+            A, B, A_list, B_list = stack.on(x.device, stack.compute_dtype)
             xin = x.to(A.dtype)
+            add = _adder(module)
             if self._shard is not None:
                 k = self._shard
                 delta = F.linear(F.linear(xin, A_list[k]), B_list[k]) * stack.scalings[k]
-                return output + delta.to(output.dtype)
+                return add(output, delta)
             w = self._weights.to(device=x.device, dtype=A.dtype)
             if w.shape[0] != x.shape[0]:
                 raise ValueError(f"`weights` has {w.shape[0]} rows but the layer input has batch size {x.shape[0]}.")
@@ -264,9 +271,20 @@ class ShardMixture:
                 z = xa * w
             else:
                 z = (xa * w).sum(-2, keepdim=True) * w  # (Σ ω A x) fed to every B_k with its ω_k
-            return output + F.linear(z.flatten(-2), B).to(output.dtype)
+            return add(output, F.linear(z.flatten(-2), B))
 
         return hook
+
+
+def _adder(module: torch.nn.Module):
+    """
+    How PEFT adds a LoRA path's output to the base layer's, so that a single shard is reproduced exactly: its
+    bitsandbytes layers cast the path to the output dtype first, its `nn.Linear` adds in the promoted dtype and casts
+    the sum back.
+    """
+    if type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
+        return lambda output, delta: output + delta.to(output.dtype)
+    return lambda output, delta: (output + delta).to(output.dtype)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="apa/sisa privacy setting: carry out forget requests only once this many users are "
                        "pending, so each published event covers at least that many (default: 1).")  # fmt: skip
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--load-in-4bit", action="store_true",
+                       help="Load the base model with 4-bit NF4 weights and train LoRA on it (QLoRA; needs "
+                       "`pip install hf_recunlearn[kbit]`).")  # fmt: skip
+    train.add_argument("--bf16", action="store_true", help="bfloat16 base weights and bf16 mixed precision.")
+    train.add_argument("--gradient-checkpointing", action="store_true",
+                       help="Recompute activations in the backward pass: less memory, slower steps.")  # fmt: skip
     _add_json(train)
 
     forget = sub.add_parser("forget", help="Forget users or samples from a trained run.")
@@ -169,6 +175,7 @@ def _train(args) -> dict[str, Any]:
     from .pipeline import BUILTIN, build_builtin_base, prepare_data, train_recommender
     from .runs import RunDir, RunInfo
     from .trainer import RecConfig
+    from .trainer.rec_config import CHECKPOINTING_FIELD
 
     run = RunDir(args.output_dir)
     builtin = args.model is None
@@ -202,6 +209,9 @@ def _train(args) -> dict[str, Any]:
         warmup_steps=20,
         seed=args.seed,
         logging_steps=50,
+        load_in_4bit=args.load_in_4bit,
+        bf16=args.bf16,
+        **{CHECKPOINTING_FIELD: args.gradient_checkpointing},
     )
     if args.method in ("apa", "sisa"):
         metrics = _train_shards(args, base, splits, run, config)
@@ -235,9 +245,12 @@ def _train_shards(args, base: str, splits, run, config) -> dict[str, Any]:
 
     if args.full_finetune:
         raise ValueError("`--full-finetune` does not apply to --method apa|sisa: shards are LoRA adapters.")
+    from .trainer.rec_config import CHECKPOINTING_FIELD
+
     trainer_cls, config_cls = _shard_trainer_class(args.method)
     values = {k: getattr(config, k) for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
-                                              "lora_r", "lora_alpha", "lr_scheduler_type", "warmup_steps", "seed")}  # fmt: skip
+                                              "lora_r", "lora_alpha", "lr_scheduler_type", "warmup_steps", "seed",
+                                              "load_in_4bit", "bf16", CHECKPOINTING_FIELD)}  # fmt: skip
     shard_config = config_cls(output_dir=str(run.path / args.method), num_shards=args.num_shards,
                               min_users_per_event=args.min_users_per_event, **values)  # fmt: skip
     trainer = trainer_cls(base, shard_config, train_dataset=splits["train"],

@@ -148,8 +148,8 @@ def train_recommender(
     Train the TALLRec recipe on `base` (path or id) and save the result (a PEFT adapter, or a full model when
     `use_lora=False`) to `output_dir`. Returns `(trainer, metrics)` with test metrics and `train_seconds`.
     """
-    model, tokenizer = load_model(str(base))
     args = config or RecConfig(output_dir=str(output_dir), use_cpu=not _has_accelerator(), **config_overrides)
+    model, tokenizer = load_model(str(base), **args.model_load_kwargs())
     trainer = RecTrainer(model, args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer)
     start = time.perf_counter()
     trainer.train()

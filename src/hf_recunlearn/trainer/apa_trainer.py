@@ -58,7 +58,7 @@ from ..apa_recommender import (
 )
 from ..controller import Journal, crash_point, directory_lock, fingerprint_model
 from ..hub import CITATIONS
-from ..models import _prepare_tokenizer, load_model
+from ..models import _prepare_tokenizer, load_model, prepare_model_for_training
 from ..partition import Partition, ShardLedger, load_or_create_salt, make_partition, prompt_representations
 from ..scoring import AnswerTokens, score
 from .apa_config import APAConfig
@@ -367,7 +367,7 @@ class APATrainer(UnlearningTrainer):
                 f"{str(model)!r} records no base model name; load it with `APARecommender.from_pretrained(dir, "
                 "base_model=...)` and pass the recommender as `model`."
             )
-        base, tokenizer = load_model(self.apa_state.base_model)
+        base, tokenizer = load_model(self.apa_state.base_model, **self._load_args.model_load_kwargs())
         if os.path.isfile(os.path.join(model, "tokenizer_config.json")):
             from transformers import AutoTokenizer
 
@@ -1073,6 +1073,8 @@ class APATrainer(UnlearningTrainer):
         lora_config = copy.deepcopy(self._shard_peft_config or make_lora_config(self.model, args))
         with tempfile.TemporaryDirectory(prefix=f"apa-shard-{k:02d}-") as work:
             shard_args = dataclasses.replace(args, seed=seed, output_dir=work, save_strategy="no", push_to_hub=False)
+            # QLoRA preparation of a quantized base (once), and input grads for gradient checkpointing.
+            prepare_model_for_training(self.model, gradient_checkpointing=args.gradient_checkpointing)
             set_seed(seed)
             peft_model = get_peft_model(self.model, lora_config)
             try:

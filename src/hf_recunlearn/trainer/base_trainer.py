@@ -19,7 +19,7 @@ from transformers import EvalPrediction, PreTrainedModel, Trainer, set_seed
 
 from ..losses import token_cross_entropy
 from ..metrics import mean_confidence, utility_metrics
-from ..models import count_trainable_parameters, is_seq2seq, load_model
+from ..models import count_trainable_parameters, is_quantized, is_seq2seq, load_model, prepare_model_for_training
 from ..scoring import AnswerTokens, answer_logits, make_collator, yes_no_logits
 from .base_config import UnlearningConfig
 from .rec_trainer import RecTrainer, make_lora_config
@@ -28,6 +28,8 @@ from .rec_trainer import RecTrainer, make_lora_config
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("prompt", "completion", "label")
+# Name of the student adapter when the original's own adapter stays next to it (a quantized original).
+STUDENT_ADAPTER = "student"
 
 
 def compute_unlearning_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
@@ -166,6 +168,7 @@ class UnlearningTrainer(Trainer):
         peft_config: LoraConfig | None = None,
     ):
         args = self._check_args(args, model)
+        self._load_args = args  # `_load_model` loads a model id with the recipe's dtype and quantization
         model, processing_class = self._load_model(model, processing_class)
         if processing_class is None:
             raise ValueError("`processing_class` (the tokenizer) is required when `model` is a loaded model.")
@@ -178,17 +181,18 @@ class UnlearningTrainer(Trainer):
 
         model = self._prepare_model(model, args, peft_config)
         train_rows, data_collator = self._training_inputs(model, args, processing_class, train_dataset, data_collator)
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_rows,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            compute_metrics=compute_metrics or self.default_compute_metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-        )
+        with _adapters_train_elsewhere(model):
+            super().__init__(
+                model=model,
+                args=args,
+                data_collator=data_collator,
+                train_dataset=train_rows,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                compute_metrics=compute_metrics or self.default_compute_metrics,
+                callbacks=callbacks,
+                optimizers=optimizers,
+            )
         self._metrics: dict[str, list[float]] = defaultdict(list)
 
     # ------------------------------------------------------------------ setup
@@ -213,8 +217,10 @@ class UnlearningTrainer(Trainer):
     def _load_model(self, model, processing_class):
         """`model` as a loaded model and its tokenizer: a model id or path is loaded with its tokenizer."""
         if isinstance(model, (str, os.PathLike)):
-            model, tokenizer = load_model(str(model))
+            model, tokenizer = load_model(str(model), **self._load_args.model_load_kwargs())
             processing_class = processing_class or tokenizer
+        else:
+            self._load_args.check_loaded_model(model)
         return model, processing_class
 
     def _check_columns(
@@ -323,15 +329,26 @@ class UnlearningTrainer(Trainer):
         return forget_dataset, retain_dataset
 
     def _prepare_model(self, model, args: UnlearningConfig, peft_config: LoraConfig | None):
+        # Adapters of the original kept unmerged next to the student (a quantized original), and the student's name.
+        self._original_adapters: list[str] = []
+        self._student_adapter = "default"
         if isinstance(model, PeftModel):
+            if is_quantized(model):
+                return self._stack_student(model, args, peft_config)
             # The original recommender's own adapter becomes part of the frozen original; "original" is then the
             # network with the student disabled, whichever way the original was trained.
             model = model.merge_and_unload()
         self._on_original_model(model, args)
         if args.use_lora:
+            model = prepare_model_for_training(
+                model,
+                gradient_checkpointing=args.gradient_checkpointing,
+            )
             # peft initialises LoRA from the global RNG: seed right before it so runs are reproducible.
             set_seed(args.seed)
             return get_peft_model(model, peft_config or make_lora_config(model, args))
+        if is_quantized(model):
+            prepare_model_for_training(model, use_lora=False)  # raises: quantized weights cannot be trained
         if peft_config is not None:
             raise ValueError(
                 "`peft_config` was given but `args.use_lora=False` trains every weight. Set `use_lora=True` to train "
@@ -342,6 +359,38 @@ class UnlearningTrainer(Trainer):
 
     def _on_original_model(self, model: PreTrainedModel, args: UnlearningConfig) -> None:
         """Hook: sees the original model (adapter merged) before the student is added. Default: nothing."""
+
+    def _stack_student(self, model: PeftModel, args: UnlearningConfig, peft_config: LoraConfig | None) -> PeftModel:
+        """
+        A quantized original with its own adapter (a QLoRA recommender): merging that adapter into 4-/8-bit weights
+        would round most of what it learned away, so it stays a frozen adapter and the student is added next to it.
+        Both are active while the student trains; "the original" is the original's adapter alone.
+        """
+        if not args.use_lora:
+            prepare_model_for_training(model.get_base_model(), use_lora=False)  # raises with the fix
+        self._on_original_model(model, args)
+        self._original_adapters = list(model.peft_config)
+        self._student_adapter = STUDENT_ADAPTER
+        if STUDENT_ADAPTER in self._original_adapters:
+            raise ValueError(
+                f"The original model already has an adapter named {STUDENT_ADAPTER!r}, the name of the student. "
+                "Merge or rename it before unlearning."
+            )
+        prepare_model_for_training(
+            model.get_base_model(),
+            gradient_checkpointing=args.gradient_checkpointing,
+        )
+        set_seed(args.seed)
+        model.add_adapter(STUDENT_ADAPTER, peft_config or make_lora_config(model.get_base_model(), args))
+        self._activate_adapters(model, [*self._original_adapters, STUDENT_ADAPTER], trainable=STUDENT_ADAPTER)
+        return model
+
+    @staticmethod
+    def _activate_adapters(model: PeftModel, names: list[str], trainable: str | None) -> None:
+        """Make `names` the active adapters of `model` (all applied at once) and only `trainable` trainable."""
+        model.base_model.set_adapter(names if len(names) > 1 else names[0])
+        for name, param in model.named_parameters():
+            param.requires_grad_(trainable is not None and f".{trainable}." in name)
 
     def _training_inputs(self, model, args: UnlearningConfig, processing_class, train_dataset, data_collator):
         """
@@ -402,6 +451,15 @@ class UnlearningTrainer(Trainer):
         student the original only exists before training starts, so this refuses once weights have changed.
         """
         model = self._unwrapped
+        if isinstance(model, PeftModel) and self._original_adapters:
+            active = list(model.active_adapters)
+            trainable = self._student_adapter if self._student_adapter in active else None
+            self._activate_adapters(model, self._original_adapters, trainable=None)
+            try:
+                yield model
+            finally:
+                self._activate_adapters(model, active, trainable=trainable)
+            return
         if isinstance(model, PeftModel):
             with model.disable_adapter():
                 yield model
@@ -671,6 +729,24 @@ def check_tokenizer_matches(model, tokenizer) -> None:
                 f"`processing_class` has {name}={actual} but the model expects {expected}: this tokenizer does not "
                 "belong to the model (special tokens differ). Load both from the same checkpoint."
             )
+
+
+@contextlib.contextmanager
+def _adapters_train_elsewhere(model):
+    """
+    `Trainer` refuses a quantized model that carries no adapter, since its weights cannot train. A quantized model
+    only reaches it that way under an exact method (APA, SISA), whose own `Trainer` holds the base to score with and
+    never trains it: each shard adapter trains in a `RecTrainer` of its own, on a `PeftModel`. The model's
+    `is_quantized` flag is hidden from that one check (the approximate methods always hand `Trainer` a `PeftModel`).
+    """
+    if not getattr(model, "is_quantized", False) or isinstance(model, PeftModel):
+        yield
+        return
+    model.is_quantized = False  # the flag transformers' quantizer sets on the model and `Trainer` checks
+    try:
+        yield
+    finally:
+        model.is_quantized = True
 
 
 def _with_column(ds: Dataset, name: str, values) -> Dataset:

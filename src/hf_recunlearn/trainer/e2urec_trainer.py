@@ -15,10 +15,10 @@ from transformers import PreTrainedModel
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..losses import e2urec_loss, forgetting_teacher_logits, kl_divergence
-from ..models import load_model
+from ..models import is_quantized, load_model
 from .base_trainer import StudentOutputs, UnlearningTrainer
 from .e2urec_config import E2URecConfig
-from .rec_config import RecConfig
+from .rec_config import CHECKPOINTING_FIELD, RecConfig
 from .rec_trainer import RecTrainer, make_lora_config
 
 
@@ -116,6 +116,18 @@ class E2URecTrainer(UnlearningTrainer):
         )
 
     def _on_original_model(self, model: PreTrainedModel, args: E2URecConfig) -> None:
+        self._augment_method = args.augment_method
+        if self.augmented_model is None and args.augment_method == "full" and is_quantized(model):
+            warnings.warn(
+                "`augment_method='full'` fine-tunes every weight of a copy of the original, but the original is "
+                "quantized (4-bit/8-bit): its weights cannot be trained, and a copy would double its memory. The "
+                "augmented model is trained as a LoRA adapter on the same base instead. Set "
+                "`augment_method='lora'` to silence this warning.",
+                UserWarning,
+                stacklevel=4,
+            )
+            self._augment_method = "lora"
+            return
         if self.augmented_model is None and args.augment_method == "full":
             # The augmented model is a separately trained network; it starts as a copy of the original and is freed
             # as soon as its logits on D_f are computed.
@@ -164,7 +176,7 @@ class E2URecTrainer(UnlearningTrainer):
         if self.augmented_model is not None:
             model = self.augmented_model.to(self.args.device)
             logits = self.teacher_logits(model, self.forget_dataset)
-        elif self.args.augment_method == "full":
+        elif self._augment_method == "full":
             model = self._train_augmented(self._augment_source)
             logits = self.teacher_logits(model, self.forget_dataset)
             self._augment_source = None
@@ -189,6 +201,7 @@ class E2URecTrainer(UnlearningTrainer):
             seed=a.seed,
             bf16=a.bf16,
             fp16=a.fp16,
+            **{CHECKPOINTING_FIELD: a.gradient_checkpointing},
             use_cpu=a.use_cpu,
             disable_tqdm=True,
             logging_strategy="no",
@@ -216,14 +229,15 @@ class E2URecTrainer(UnlearningTrainer):
     def _lora_augmented_logits(self) -> torch.Tensor:
         """Train a temporary adapter on the original (student inactive), read its logits on D_f, delete it."""
         model = self._unwrapped
-        student = model.active_adapter
+        active = list(model.active_adapters)
         model.add_adapter(AUGMENT_ADAPTER, make_lora_config(model.get_base_model(), self.args))
-        model.set_adapter(AUGMENT_ADAPTER)
+        # On top of the original's own adapter when it is kept unmerged (a quantized original), else on the base.
+        self._activate_adapters(model, [*self._original_adapters, AUGMENT_ADAPTER], trainable=AUGMENT_ADAPTER)
         try:
             self._augment_trainer(model, use_lora=True).train()
             return self.teacher_logits(model, self.forget_dataset)
         finally:
-            model.set_adapter(student)
+            self._activate_adapters(model, active, trainable=self._student_adapter)
             model.delete_adapter(AUGMENT_ADAPTER)
 
     # ------------------------------------------------------------------ loss

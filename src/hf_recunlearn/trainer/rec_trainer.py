@@ -10,7 +10,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import EvalPrediction, PreTrainedModel, Trainer, set_seed
 
 from ..metrics import utility_metrics
-from ..models import is_seq2seq, load_model
+from ..models import is_seq2seq, load_model, prepare_model_for_training
 from ..scoring import AnswerTokens, make_collator, model_inputs, yes_no_logits
 from .rec_config import RecConfig
 
@@ -75,10 +75,24 @@ class RecTrainer(Trainer):
     ):
         args = args or RecConfig(output_dir="rec-model")
         if isinstance(model, str):
-            model, tokenizer = load_model(model)
+            model, tokenizer = load_model(model, **args.model_load_kwargs())
             processing_class = processing_class or tokenizer
+        else:
+            args.check_loaded_model(model)
         if processing_class is None:
             raise ValueError("`processing_class` (the tokenizer) is required when `model` is a loaded model.")
+        if isinstance(model, PeftModel):
+            # Adapters already in place (APA's shards, E2URec's augmented adapter): only the inputs of checkpointed
+            # blocks need to require grad; the QLoRA preparation would freeze the adapters too.
+            prepare_model_for_training(
+                model.get_base_model(), use_lora=True, gradient_checkpointing=args.gradient_checkpointing
+            )
+        else:
+            model = prepare_model_for_training(
+                model,
+                use_lora=args.use_lora,
+                gradient_checkpointing=args.gradient_checkpointing,
+            )
         if args.use_lora and not isinstance(model, PeftModel):
             # peft initialises LoRA from the global RNG: seed right before it so runs are reproducible.
             set_seed(args.seed)
