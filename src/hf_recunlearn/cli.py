@@ -322,10 +322,11 @@ def recover_run(run, info=None, *, wait: bool = True) -> dict[str, Any] | None:
             return None
         trainer = _shard_run_trainer(run, info.method)
         report = trainer.resume(erase_copies=_erase_run_copies(run, trainer))
-    if report is not None and report.event == "forget":
-        logger.info("Finished %d forget request(s) an interrupted command had left pending.", report.requests)
-        _record_version_metrics(run, info.method, trainer)
-    return None if report is None else {"recovered": True, **report.to_dict()}
+    if report is None or report.event != "forget":  # nothing pending, or requests queued for min_users_per_event
+        return None
+    logger.info("Finished %d forget request(s) an interrupted command had left pending.", report.requests)
+    _record_version_metrics(run, info.method, trainer)
+    return {"recovered": True, **report.to_dict()}
 
 
 def _record_version_metrics(run, method: str, trainer) -> None:
