@@ -286,17 +286,21 @@ def test_shard_adapters_train_on_a_4bit_base_and_leave_it_untouched(base_dir, da
 
 @pytest.mark.parametrize(
     "variant",
-    ["4bit", "4bit-checkpointing", "4bit-bf16", "bf16"],
+    ["4bit", "4bit-checkpointing", "4bit-bf16", "bf16", "8bit"],
 )
 def test_apa_one_hot_aggregation_on_a_4bit_base_equals_that_shards_adapter(base_dir, data, tmp_path, variant):
     """
-    The one-pass mixture hooks the base's `Linear4bit` layers: with one-hot weights it must compute what PEFT computes
-    for that shard's adapter alone, and the static merged adapter must load on the 4-bit base and match the mixture.
+    The one-pass mixture hooks the base's `Linear4bit` (or `Linear8bitLt`) layers: with one-hot weights it must compute
+    what PEFT computes for that shard's adapter alone, and the static merged adapter must load on the quantized base
+    and match the mixture.
     """
     quantized = variant.startswith("4bit")
     bf16 = variant.endswith("bf16")
     dtype = "bfloat16" if bf16 else "float32"
-    if quantized:
+    if variant == "8bit":
+        model, tokenizer = load_model(base_dir, load_in_8bit=True)
+        assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear8bitLt)
+    elif quantized:
         model, tokenizer = load_4bit(base_dir, compute=dtype)
     else:
         model, tokenizer = load_model(base_dir, torch_dtype=dtype)
