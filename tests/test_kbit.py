@@ -132,7 +132,9 @@ def test_a_missing_bitsandbytes_names_the_extra(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
     with pytest.raises(ImportError, match=r"hf_recunlearn\[kbit\]") as err:
         require_bitsandbytes("load_in_4bit")
     assert "`load_in_4bit`" in str(err.value)
@@ -185,7 +187,9 @@ def test_gradient_checkpointing_trains_every_lora_weight_on_a_full_precision_bas
 @pytest.mark.parametrize("method", sorted(APPROXIMATE_METHODS))
 def test_every_unlearning_method_trains_only_its_student_on_a_4bit_base(base_dir, data, tmp_path, method):
     trainer_cls, config_cls = APPROXIMATE_METHODS[method]
-    extra = {"augment_method": "lora", "augment_epochs": 1.0, "augment_learning_rate": 1e-2} if method == "e2urec" else {}
+    extra = (
+        {"augment_method": "lora", "augment_epochs": 1.0, "augment_learning_rate": 1e-2} if method == "e2urec" else {}
+    )
     args = config_cls(**common(tmp_path), use_lora=True, **extra)  # the baselines default to full fine-tuning
     model, tokenizer = load_4bit(base_dir)
     trainer = trainer_cls(model, args=args, train_dataset=data["train"], forget_dataset=data["forget"],
