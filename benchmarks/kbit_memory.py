@@ -62,11 +62,7 @@ def _reset_rss_peak() -> None:
 
 def _model_bytes(model) -> int:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    total = 0
-    for _, t in base.state_dict().items():
-        if hasattr(t, "numel"):
-            total += t.numel() * t.element_size()
-    return total
+    return sum(t.numel() * t.element_size() for t in base.state_dict().values() if hasattr(t, "numel"))
 
 
 def _bytes_per_4bit_weight(model) -> float | None:

@@ -132,7 +132,9 @@ def test_a_missing_bitsandbytes_names_the_extra(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
     with pytest.raises(ImportError, match=r"hf_recunlearn\[kbit\]") as err:
         require_bitsandbytes("load_in_4bit")
     assert "`load_in_4bit`" in str(err.value)
@@ -185,7 +187,9 @@ def test_gradient_checkpointing_trains_every_lora_weight_on_a_full_precision_bas
 @pytest.mark.parametrize("method", sorted(APPROXIMATE_METHODS))
 def test_every_unlearning_method_trains_only_its_student_on_a_4bit_base(base_dir, data, tmp_path, method):
     trainer_cls, config_cls = APPROXIMATE_METHODS[method]
-    extra = {"augment_method": "lora", "augment_epochs": 1.0, "augment_learning_rate": 1e-2} if method == "e2urec" else {}
+    extra = (
+        {"augment_method": "lora", "augment_epochs": 1.0, "augment_learning_rate": 1e-2} if method == "e2urec" else {}
+    )
     args = config_cls(**common(tmp_path), use_lora=True, **extra)  # the baselines default to full fine-tuning
     model, tokenizer = load_4bit(base_dir)
     trainer = trainer_cls(model, args=args, train_dataset=data["train"], forget_dataset=data["forget"],
@@ -286,17 +290,21 @@ def test_shard_adapters_train_on_a_4bit_base_and_leave_it_untouched(base_dir, da
 
 @pytest.mark.parametrize(
     "variant",
-    ["4bit", "4bit-checkpointing", "4bit-bf16", "bf16"],
+    ["4bit", "4bit-checkpointing", "4bit-bf16", "bf16", "8bit"],
 )
 def test_apa_one_hot_aggregation_on_a_4bit_base_equals_that_shards_adapter(base_dir, data, tmp_path, variant):
     """
-    The one-pass mixture hooks the base's `Linear4bit` layers: with one-hot weights it must compute what PEFT computes
-    for that shard's adapter alone, and the static merged adapter must load on the 4-bit base and match the mixture.
+    The one-pass mixture hooks the base's `Linear4bit` (or `Linear8bitLt`) layers: with one-hot weights it must compute
+    what PEFT computes for that shard's adapter alone, and the static merged adapter must load on the quantized base
+    and match the mixture.
     """
     quantized = variant.startswith("4bit")
     bf16 = variant.endswith("bf16")
     dtype = "bfloat16" if bf16 else "float32"
-    if quantized:
+    if variant == "8bit":
+        model, tokenizer = load_model(base_dir, load_in_8bit=True)
+        assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear8bitLt)
+    elif quantized:
         model, tokenizer = load_4bit(base_dir, compute=dtype)
     else:
         model, tokenizer = load_model(base_dir, torch_dtype=dtype)

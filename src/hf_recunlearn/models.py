@@ -292,9 +292,9 @@ def prepare_model_for_training(
             # and the float32 upcast, and the input grads below.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
             model._hf_recunlearn_kbit_prepared = True
-    if gradient_checkpointing and use_lora and hasattr(model, "enable_input_require_grads"):
-        if getattr(model, "_require_grads_hook", None) is None:
-            model.enable_input_require_grads()
+    wants_input_grads = gradient_checkpointing and use_lora and hasattr(model, "enable_input_require_grads")
+    if wants_input_grads and getattr(model, "_require_grads_hook", None) is None:
+        model.enable_input_require_grads()
     return model
 
 
