@@ -434,9 +434,16 @@ def _evaluate(args) -> dict[str, Any]:
     recover_run(run, info)
     split = run.load_datasets()[args.split]
     if info.method in ("apa", "sisa"):
-        from .apa_recommender import APARecommender
+        from .apa_recommender import APARecommender, read_apa_directory
+        from .models import load_model
+        from .trainer.apa_trainer import config_from_recipe
 
-        recommender = APARecommender.from_pretrained(run.path / info.method, base_model=run.base_model_path(info))
+        # The base as the shards were trained on it: the recipe's dtype and quantization.
+        _, config_cls = _shard_trainer_class(info.method)
+        recipe = read_apa_directory(run.path / info.method).recipe
+        load_kwargs = config_from_recipe(config_cls, recipe, output_dir=str(run.path / info.method)).model_load_kwargs()
+        base, _ = load_model(run.base_model_path(info), **load_kwargs)
+        recommender = APARecommender.from_pretrained(run.path / info.method, base_model=base)
         probs = recommender.predict(split, batch_size=args.batch_size)
         version = {"version": recommender.version}
     else:
