@@ -34,7 +34,7 @@ SALT_SECRET = "HF_RECUNLEARN_LEDGER_SALT"
 INTRO = (
     "## Forget me — what unlearning did for one user\n"
     "A small language model recommends films (P(like) = its answer to *“will this user like it?”*). Some users love "
-    "a **private franchise** 🔒 that nobody else rated: the model can only know it from them. Pick one, press "
+    "a **private franchise** (◆) that nobody else rated: the model can only know it from them. Pick one, press "
     "**Forget**, and compare their top-10 before and after. The data is synthetic."
 )
 
@@ -135,10 +135,10 @@ class DemoLoader:
 
     def status_line(self) -> str:
         if self.error is not None:
-            return f"⚠️ **The model could not be loaded:** {self.error}"
+            return f"⚠ **The model could not be loaded:** {self.error}"
         elapsed = time.monotonic() - self.started
         return (
-            f"⏳ **Preparing the model ({self.fraction:.0%}, {elapsed:.0f} s so far):** {self.message}. "
+            f"**Preparing the model ({self.fraction:.0%}, {elapsed:.0f} s so far):** {self.message}. "
             "This happens once per start; the page updates by itself."
         )
 
@@ -153,7 +153,7 @@ def _model_markdown(demo: DemoRecommender) -> str:
 
 
 def _row(rank, item, private, p, status="", status_text="") -> str:
-    lock = "🔒 " if private else ""
+    lock = "◆ " if private else ""
     return (
         f"<tr data-private='{int(bool(private))}' data-status='{status}' data-p='{float(p):.4f}'>"
         f"<td>{int(rank)}</td><td class='item'>{lock}{html.escape(str(item))}</td>"
@@ -185,7 +185,7 @@ def before_html(result: ForgetResult) -> str:
 def after_html(result: ForgetResult) -> str:
     rows = []
     for _, r in result.top_after().iterrows():
-        text = "entered ＋" if r["status"] == "entered" else r["status"]
+        text = "entered +" if r["status"] == "entered" else r["status"]
         rows.append(_row(r["rank"], r["item"], r["private"], r["P(like)"], r["status"], text))
     served = f"version {result.version_after}" if result.exact else "the E2URec copy"
     caption = f"After: {html.escape(result.user_id)}'s top-{result.top_k} on {served}"
@@ -197,7 +197,7 @@ def own_html(frame, result: ForgetResult | None = None) -> str:
     """The user's own rated items: P(like) now, or before / after / never-seen reference after a forget."""
     if result is None:
         rows = "".join(
-            f"<tr data-private='{int(r['private'])}'><td>{'🔒 ' if r['private'] else ''}{html.escape(r['item'])}</td>"
+            f"<tr data-private='{int(r['private'])}'><td>{'◆ ' if r['private'] else ''}{html.escape(r['item'])}</td>"
             f"<td>{r['label']}</td><td class='p'>{r['P(like)']:.3f}</td></tr>"
             for _, r in frame.iterrows()
         )
@@ -206,7 +206,7 @@ def own_html(frame, result: ForgetResult | None = None) -> str:
     own = result.own
     rows = "".join(
         f"<tr data-private='{int(r['private'])}' data-before='{r['before']:.4f}' data-after='{r['after']:.4f}' "
-        f"data-reference='{r['reference']:.4f}'><td>{'🔒 ' if r['private'] else ''}{html.escape(r['item'])}</td>"
+        f"data-reference='{r['reference']:.4f}'><td>{'◆ ' if r['private'] else ''}{html.escape(r['item'])}</td>"
         f"<td>{r['label']}</td><td class='p'>{r['before']:.3f}</td><td class='p'>{r['after']:.3f}</td>"
         f"<td class='p'>{r['reference']:.3f}</td></tr>"
         for _, r in own.iterrows()
@@ -264,7 +264,7 @@ def build_app(settings: SpaceSettings | None = None, loader: DemoLoader | None =
         return loader.wait(timeout=0) if loader.demo is None else loader.demo
 
     def message(err: Exception) -> str:
-        return f"⚠️ {err}"
+        return f"⚠ {err}"
 
     def show(user):
         """Every panel for one user, on the served model (a forgotten user shows their before → after)."""
@@ -350,7 +350,7 @@ def build_app(settings: SpaceSettings | None = None, loader: DemoLoader | None =
             return [message(err)] + [gr.update()] * 6
         verdict = result.verdict() + (f"\n\n_{result.note}_" if result.note else "")
         return [
-            ("✅ " if result.exact else "≈ ") + verdict,
+            ("✓ " if result.exact else "≈ ") + verdict,
             before_html(result),
             after_html(result),
             own_figure({"before": result.own["before"], "after": result.own["after"],
