@@ -410,14 +410,14 @@ def build_app(settings: SpaceSettings | None = None, loader: DemoLoader | None =
                          **quiet)  # fmt: skip
         cancel_btn.click(lambda: ("Cancelled: nothing was forgotten.", gr.update(visible=False)),
                          outputs=[verdict, confirm_row], api_visibility="private", **quiet)  # fmt: skip
-        confirm_btn.click(lock, outputs=controls + [confirm_row], api_visibility="private", queue=False).then(
+        confirm_btn.click(lock, outputs=controls + [confirm_row], api_visibility="private", queue=False, **quiet).then(
             forget, inputs=[user, method], outputs=[verdict, before, after, plot, own, model_info, user],
             api_name="forget", concurrency_limit=1, concurrency_id="model", show_progress_on=[verdict],
-        ).then(unlock, outputs=controls, api_visibility="private", queue=False)  # fmt: skip
-        reset_btn.click(lock, outputs=controls + [confirm_row], api_visibility="private", queue=False).then(
+        ).then(unlock, outputs=controls, api_visibility="private", queue=False, **quiet)  # fmt: skip
+        reset_btn.click(lock, outputs=controls + [confirm_row], api_visibility="private", queue=False, **quiet).then(
             reset, inputs=user, outputs=[verdict, before, after, plot, own, model_info, user], api_name="reset",
             concurrency_limit=1, concurrency_id="model", show_progress_on=[verdict],
-        ).then(unlock, outputs=controls, api_visibility="private", queue=False)  # fmt: skip
+        ).then(unlock, outputs=controls, api_visibility="private", queue=False, **quiet)  # fmt: skip
         # API-only endpoints (no visible control): the model line and users, and the ledger status of one user.
         gr.Button(visible=False).click(lambda: _model_markdown(demo()), outputs=gr.Markdown(visible=False),
                                        api_name="model")  # fmt: skip
