@@ -1,9 +1,10 @@
-"""Launching the Space (`spaces/app.py`) in-process on 127.0.0.1 for the Space tests."""
+"""Launching the Space (`spaces/app.py`) in-process on 127.0.0.1, and a private copy of the session's demo cache."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import shutil
 import socket
 from pathlib import Path
 
@@ -25,13 +26,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def copy_cache(space_cache, tmp_path) -> Path:
+    """A copy of the session's built demo (only the bundle; every user of the copy starts from the pristine model)."""
+    cache = Path(tmp_path) / "cache"
+    shutil.copytree(space_cache, cache, ignore=shutil.ignore_patterns("live"))
+    return cache
+
+
 @contextlib.contextmanager
 def running_space(cache_dir):
-    """The tiny built-in Space served on a free 127.0.0.1 port; yields its URL."""
+    """The tiny built-in Space served on a free 127.0.0.1 port; yields its URL once the model is loaded."""
     from hf_recunlearn.space import SpaceSettings
 
     module = load_app_module()
     app = module.build_app(SpaceSettings(cache_dir=str(cache_dir), size="tiny"))
+    app.loader.wait(timeout=300)
     app.queue()
     port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=module.CSS)

@@ -12,7 +12,7 @@ Where the model comes from (environment variables, read by [`SpaceSettings.from_
 - `HF_RECUNLEARN_BASE_MODEL`: the base model, when not the one recorded in the APA metadata.
 - Nothing set: the built-in demo (synthetic users, a stand-in base model, APA with K shards and a user partition) is
   built once and cached in `HF_RECUNLEARN_CACHE` (default `~/.cache/hf_recunlearn/space`);
-  `HF_RECUNLEARN_SPACE_SIZE` = `small` (default) or `tiny` (seconds; for tests).
+  `HF_RECUNLEARN_SPACE_SIZE` = `tiny` (default: the build that memorises its fans; also the tests') or `small`.
 
 Forgetting changes a *live* copy of the model; the pristine version stays on disk and "reset" copies it back.
 Raw user ids never go to logs or metadata: the APA ledger stores salted hashes, and log lines name counts only.
@@ -48,7 +48,10 @@ METHODS = ("APA (exact)", "E2URec (approximate)")
 
 @dataclass(frozen=True)
 class SpaceSize:
-    """Sizes of the built-in demo: `small` learns on 2 CPU cores in under a minute; `tiny` only runs the mechanics."""
+    """
+    Sizes of the built-in demo. `private_users` users each rate `private_rated` of the `private_items` films of a
+    franchise nobody else rated (see [`_builtin_data`]); the shards train long enough to memorise them.
+    """
 
     num_users: int
     num_items: int
@@ -58,21 +61,35 @@ class SpaceSize:
     base_epochs: float
     apa_epochs: float
     num_shards: int
-    learning_rate: float = 2e-3
+    private_users: int
+    private_items: int = 26
+    private_rated: int = 20
+    learning_rate: float = 1e-2  # the shard adapters'
+    base_learning_rate: float = 2e-3  # the stand-in base model's full fine-tune (1e-2 collapsed it to a constant)
+    # Memorising a word from one user's ratings needs the MLPs too: LoRA on q,v alone (r=8) learned nothing of the
+    # private franchises here (their P(like) stayed at the median of the user's list).
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     pretrain_user_fraction: float = 0.3
     batch_size: int = 16
     num_neighbors: int = 20
 
 
 SIZES = {
+    # The default, and the tests' build: about 70 s of training on 2 busy CPU cores. Measured: its most memorised fan
+    # had 6 of 6 unrated franchise films in their top-10 (P(like) 0.70 vs a median of 0.58); after an exact forget
+    # all 6 left and their own films' P(like) fell from 0.65 to 0.44, the never-seen reference. The other fan was
+    # memorised only partly. Memorisation at this scale is fragile: the page picks the most memorised fan first.
     "tiny": SpaceSize(
-        num_users=40, num_items=40, interactions_per_user=10, history_len=3, model_size="tiny", base_epochs=1,
-        apa_epochs=1, num_shards=2, num_neighbors=5,
+        num_users=48, num_items=40, interactions_per_user=12, history_len=3, model_size="small", base_epochs=4,
+        apa_epochs=10, num_shards=2, num_neighbors=5, private_users=2,
     ),
-    # Measured on 2 shared CPU cores: built in ~40 s, test AUC 0.64; forgetting a user retrains 1 of 4 shards in ~7 s.
+    # More users and 4 shards (built in 170 s). Measured: it memorised its fans only weakly (the most memorised had 1
+    # franchise film in their top-10; their own films' P(like) did not move on forgetting), so it is not the default.
     "small": SpaceSize(
-        num_users=300, num_items=160, interactions_per_user=40, history_len=3, model_size="small", base_epochs=3,
-        apa_epochs=3, num_shards=4,
+        num_users=100, num_items=60, interactions_per_user=12, history_len=3, model_size="small", base_epochs=4,
+        apa_epochs=10, num_shards=4, private_users=8,
     ),
 }  # fmt: skip
 
@@ -89,7 +106,7 @@ class SpaceSettings:
         data_dir (`str`, *optional*): the data bundle, for a Hub repo or bare APA directory (`HF_RECUNLEARN_DATA`).
         base_model (`str`, *optional*): base model id or path (`HF_RECUNLEARN_BASE_MODEL`).
         cache_dir (`str`): built-in demo cache and live copy (`HF_RECUNLEARN_CACHE`).
-        size (`str`): built-in demo size, `"small"` or `"tiny"` (`HF_RECUNLEARN_SPACE_SIZE`).
+        size (`str`): built-in demo size, `"tiny"` (default) or `"small"` (`HF_RECUNLEARN_SPACE_SIZE`).
         top_k (`int`): recommendations shown.
         candidate_pool (`int`): at most this many unrated items are scored per user (a seeded sample).
     """
@@ -100,7 +117,7 @@ class SpaceSettings:
     data_dir: str | None = None
     base_model: str | None = None
     cache_dir: str = str(Path.home() / ".cache" / "hf_recunlearn" / "space")
-    size: str = "small"
+    size: str = "tiny"
     top_k: int = 10
     candidate_pool: int = 60
 
@@ -140,8 +157,24 @@ class SpaceSettings:
         return f"built-in demo ({self.size})"
 
 
-class UnknownUserError(ValueError):
-    """The user is not (or no longer) in the model: already forgotten, or never in its training data."""
+class UserError(ValueError):
+    """A request the Space answers with a message, not a crash; the subclass says which."""
+
+
+class NoUserError(UserError):
+    """No user was chosen."""
+
+
+class UnknownUserError(UserError):
+    """The id is not a user of this demo's data."""
+
+
+class ForgottenUserError(UserError):
+    """The user was forgotten earlier (since the last reset)."""
+
+
+class ModelBusyError(UserError):
+    """The request does not fit the model's current state (e.g. the served model is an E2URec copy)."""
 
 
 class MethodUnavailableError(RuntimeError):
@@ -159,8 +192,11 @@ def _stage(progress: ProgressFn | None, fraction: float, message: str) -> None:
         progress(fraction, message)
 
 
-def _apa_args(size: SpaceSize, output_dir, salt_dir) -> dict:
-    """The APA training arguments of the built-in demo (stored in the bundle: forgetting must retrain with them)."""
+def _apa_args(size: SpaceSize, output_dir) -> dict:
+    """
+    The APA training recipe of the built-in demo. Forgetting passes no recipe: `APATrainer` retrains a shard with
+    what the saved version records (its salt comes from the default salt folder, `HF_RECUNLEARN_SALT_DIR`).
+    """
     return dict(
         output_dir=str(output_dir),
         num_shards=size.num_shards,
@@ -171,77 +207,85 @@ def _apa_args(size: SpaceSize, output_dir, salt_dir) -> dict:
         warmup_steps=10,
         lr_scheduler_type="cosine",
         num_neighbors=size.num_neighbors,
+        lora_r=size.lora_r,
+        lora_alpha=size.lora_alpha,
+        lora_target_modules=list(size.lora_target_modules),
+        lora_dropout=0.0,
         logging_steps=1000,
         disable_tqdm=True,
         seed=0,
-        salt_dir=str(salt_dir),
     )
 
 
-def build_bundle(target, size: str | SpaceSize = "small", salt_dir=None, progress: ProgressFn | None = None) -> Path:
+def build_bundle(target, size: str | SpaceSize = "small", progress: ProgressFn | None = None) -> Path:
     """
     Build the built-in demo into `target` (atomically: a sibling is built, then renamed) and return it.
 
     Layout: `base/` (stand-in base model + tokenizer), `apa/` (the APA model), `data/` (train/valid/test samples),
-    `interactions.parquet`, `items.parquet`, `space.json` (sizes, APA arguments, user groups).
+    `interactions.parquet`, `items.parquet`, `space.json` (sizes, APA recipe, user groups, private franchises). The
+    ledger's salt goes to the default salt folder (`HF_RECUNLEARN_SALT_DIR`, else `~/.cache/hf_recunlearn/salts`),
+    where forgetting looks for it.
     """
-    from .pipeline import build_builtin_base, prepare_data
+    from .data.instructions import build_samples, split_preset
+    from .models import load_model
+    from .pipeline import PreparedData, build_builtin_base
     from .trainer import APAConfig, APATrainer
 
     spec = SIZES[size] if isinstance(size, str) else size
-    target = Path(target)
-    salt_dir = Path(salt_dir) if salt_dir is not None else target.parent / "salts"
+    target = Path(target).absolute()
     work = target.parent / f".{target.name}.building-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     start = time.perf_counter()
-    _stage(progress, 0.02, f"Generating synthetic ratings ({spec.num_users} users)")
-    prepared = prepare_data(
-        _builtin_data(spec),
-        preset="e2urec",
-        template="e2urec",
-        history_len=spec.history_len,
-        pretrain_user_fraction=spec.pretrain_user_fraction,
-        seed=0,
+    _stage(progress, 0.01, f"Generating synthetic ratings ({spec.num_users} users, {spec.private_users} with a "
+           "private franchise)")  # fmt: skip
+    data, private, franchises = _builtin_data(spec)
+    data, held_out = _hold_out_users(data, spec.pretrain_user_fraction, protected={
+        u for u, g in data.user_groups.items() if g != "regular"
+    })  # fmt: skip
+    samples = build_samples(data, template="e2urec", history_len=spec.history_len)
+    prepared = PreparedData(
+        split_preset(samples, "e2urec"), build_samples(held_out, template="e2urec", history_len=spec.history_len), data
     )
-    _stage(progress, 0.08, f"Training the stand-in base model on {len(prepared.pretrain)} held-out samples")
+    _stage(progress, 0.03, f"Training the stand-in base model on {len(prepared.pretrain)} samples of held-out users")
     build_builtin_base(
         prepared,
         work / "base",
         size=spec.model_size,
         epochs=spec.base_epochs,
-        learning_rate=spec.learning_rate,
+        learning_rate=spec.base_learning_rate,
         batch_size=spec.batch_size,
     )
-    from .models import load_model
-
     base, tokenizer = load_model(str(work / "base"))
+    # The APA metadata records the base model's path: name the final one, which exists after the rename below.
+    base.name_or_path = base.config._name_or_path = str(target / "base")
     splits = prepared.datasets
-    args = _apa_args(spec, work / "apa", salt_dir)
+    args = _apa_args(spec, work / "apa")
+    label = f"Training {spec.num_shards} APA shard adapters on {len(splits['train'])} samples"
     trainer = APATrainer(
         base,
         APAConfig(**args),
         train_dataset=splits["train"],
         eval_dataset={"valid": splits["valid"]},
         processing_class=tokenizer,
-        callbacks=[_ShardProgress(progress, 0.35, 0.95, spec.num_shards, "Training APA shard adapters")],
+        callbacks=[_ShardProgress(progress, 0.2, 0.97, spec.num_shards, "Training APA shard")],
     )
-    _stage(progress, 0.35, f"Training {spec.num_shards} APA shard adapters on {len(splits['train'])} samples")
+    _stage(progress, 0.2, label)
     trainer.train()
     splits.save_to_disk(str(work / "data"))
-    data = prepared.data
     data.interactions.to_parquet(work / "interactions.parquet")
     data.items.to_parquet(work / "items.parquet")
     meta = {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_VERSION,
         "size": dataclasses.asdict(spec),
-        "apa_args": {k: v for k, v in args.items() if k not in ("output_dir", "salt_dir")},
         "template": "e2urec",
         "history_len": spec.history_len,
         "like_threshold": data.like_threshold,
         "item_kind": data.item_kind,
         "user_groups": data.user_groups,
+        "private_items": private,
+        "franchise_items": franchises,
         "build_seconds": round(time.perf_counter() - start, 1),
     }
     (work / "space.json").write_text(json.dumps(meta, indent=1))
@@ -253,47 +297,145 @@ def build_bundle(target, size: str | SpaceSize = "small", salt_dir=None, progres
 
 
 def _builtin_data(spec: SpaceSize):
-    """The synthetic ratings of the built-in demo, with user ids spelled `u0007` (readable, and unmistakable in a
-    byte search of logs and files, which the privacy tests rely on)."""
+    """
+    The synthetic ratings of the built-in demo, with user ids spelled `u0007` (readable, and unmistakable in a byte
+    search of logs and files, which the privacy tests rely on), plus something worth forgetting.
+
+    `spec.private_users` users each get a *private franchise*: `spec.private_items` films whose titles share a
+    made-up word that appears nowhere else. They rated `spec.private_rated` of them, all 5 stars, early enough to be
+    training data; nobody rated the rest. A model can only learn to recommend that franchise from this one user, so
+    it recommends the unrated films to them before forgetting and has no reason to after. As many *decoy* users hate a
+    franchise of their own (1 star), so "an unfamiliar word" is no shortcut to "like": only memorising whose word it
+    is helps. Returns the data and `{user: [item ids of their franchise]}`.
+    """
     from .data import RecData, make_synthetic
+    from .data.synthetic import _GENRE_WORDS, GENRES
 
     raw = make_synthetic(
-        num_users=spec.num_users, num_items=spec.num_items, interactions_per_user=spec.interactions_per_user, seed=0
+        num_users=spec.num_users,
+        num_items=spec.num_items,
+        interactions_per_user=spec.interactions_per_user,
+        niche_user_fraction=0.0,
+        seed=0,
     )
     rename = {u: f"u{int(u):04d}" for u in raw.interactions["user_id"].unique()}
     inter = raw.interactions.assign(user_id=raw.interactions["user_id"].map(rename))
     groups = {rename[u]: g for u, g in raw.user_groups.items() if u in rename}
-    return RecData(raw.name, inter, raw.items, raw.like_threshold, raw.item_kind, groups)
+    users = sorted(groups, key=lambda u: (len(u), u))
+    rng = np.random.default_rng(1234)
+    picked = rng.choice(len(users), size=2 * spec.private_users, replace=False)
+    fans = sorted(users[i] for i in picked[: spec.private_users])
+    decoys = sorted(users[i] for i in picked[spec.private_users :])
+    words = _franchise_words(rng, 2 * spec.private_users, set(" ".join(raw.items["title"]).split()))
+    numerals = ("", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII", "XIII", "XIV", "XV", "XVI")
+    next_id = max(int(i) for i in raw.items["item_id"]) + 1
+    t_lo, t_hi = int(inter["timestamp"].min()), int(inter["timestamp"].quantile(0.45))
+    items, rows, private, franchises = [], [], {}, []
+    for n, (user, word) in enumerate(zip(fans + decoys, words)):
+        ids = []
+        for j in range(spec.private_items):
+            genre = GENRES[int(rng.integers(len(GENRES)))]
+            # The franchise word ends the title: it is then the last word of a prompt about the film.
+            title = f"{rng.choice(_GENRE_WORDS[genre])} {numerals[j % len(numerals)]} {word}".replace("  ", " ")
+            items.append((str(next_id), title, genre))
+            ids.append(str(next_id))
+            next_id += 1
+        franchises.append(ids)
+        stars = 5.0 if n < len(fans) else 1.0
+        times = np.sort(rng.integers(t_lo, t_hi, size=spec.private_rated))
+        rows += [(user, i, stars, int(t)) for i, t in zip(ids[: spec.private_rated], times)]
+        if n < len(fans):
+            private[user] = ids
+        groups[user] = "private" if n < len(fans) else "decoy"
+    extra_items = pd.DataFrame(items, columns=["item_id", "title", "genres"])
+    extra_rows = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    inter = pd.concat([inter, extra_rows], ignore_index=True)
+    inter = inter.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+    all_items = pd.concat([raw.items, extra_items], ignore_index=True)
+    data = RecData(raw.name, inter, all_items, raw.like_threshold, raw.item_kind, groups)
+    return data, private, franchises
+
+
+def _hold_out_users(data, fraction: float, protected: set[str]):
+    """Hold out a seeded `fraction` of the users (never a `protected` one) as the stand-in base model's corpus."""
+    from .data import RecData
+
+    users = sorted(data.interactions["user_id"].unique(), key=lambda u: (len(u), u))
+    eligible = [u for u in users if u not in protected]
+    rng = np.random.default_rng(1)
+    held = set(rng.choice(eligible, size=int(round(fraction * len(users))), replace=False).tolist())
+    mask = data.interactions["user_id"].isin(held)
+
+    def subset(rows, kept):
+        groups = {u: g for u, g in data.user_groups.items() if u in kept}
+        return RecData(data.name, rows.reset_index(drop=True), data.items, data.like_threshold, data.item_kind, groups)
+
+    return subset(data.interactions[~mask], set(users) - held), subset(data.interactions[mask], held)
+
+
+def _franchise_words(rng, count: int, taken: set[str]) -> list[str]:
+    syllables = ("zor", "vex", "quil", "brak", "tum", "yss", "glo", "prax", "wen", "drum", "kesh", "olo", "fyr", "zan")
+    out: list[str] = []
+    while len(out) < count:
+        word = "".join(rng.choice(syllables, size=3)).capitalize()
+        if word not in taken and word not in out:
+            out.append(word)
+    return out
 
 
 class _ShardProgress(TrainerCallback):
-    """Turns shard training steps into progress between `low` and `high` (shards are trained one after another)."""
+    """
+    Turns shard training steps into progress between `low` and `high` (shards are trained one after another), with
+    a message naming the shard, the step and the time left at the rate so far.
+    """
 
     def __init__(self, progress: ProgressFn | None, low: float, high: float, num_shards: int, label: str):
         self.progress, self.low, self.high, self.label = progress, low, high, label
         self.num_shards = max(1, num_shards)
         self.done = 0
+        self.last_step = 0
+        self.start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.progress is not None and state.max_steps:
-            inner = (self.done + state.global_step / state.max_steps) / self.num_shards
-            self.progress(self.low + (self.high - self.low) * min(1.0, inner), self.label)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.done += 1
+        # Each shard has a `Trainer` (and a step count) of its own; `APATrainer` sends begin/end once per call.
+        if state.global_step < self.last_step:
+            self.done += 1
+        self.last_step = state.global_step
+        if self.progress is None or not state.max_steps:
+            return
+        inner = min(1.0, (self.done + state.global_step / state.max_steps) / self.num_shards)
+        elapsed = time.perf_counter() - self.start
+        left = f", about {elapsed * (1 - inner) / inner:.0f} s left" if inner > 0.02 else ""
+        shard = f" {self.done + 1} of {self.num_shards}" if self.num_shards > 1 else ""
+        message = f"{self.label}{shard}: step {state.global_step}/{state.max_steps}{left}"
+        self.progress(self.low + (self.high - self.low) * inner, message)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # The demo recommender
 # --------------------------------------------------------------------------------------------------------------------
 
+# P(like) changes smaller than this are shown without a rank arrow: near-ties swap places for no reason worth showing.
+# A fixed display threshold, not a measured noise floor.
+NOISE = 0.02
+# E2URec needs retained samples only to keep the rest of the model's behaviour: a demo-sized sample of them.
+E2UREC_RETAIN_ROWS = 256
+
 
 @dataclass
 class ForgetResult:
-    """What one forget request did, and the before/after views the Space shows."""
+    """
+    What one forget request did, for one user: their ranked candidates and own training items before, after and on a
+    model that never saw them (`reference`), and one verdict line.
+
+    `before` is the list the visitor was shown (same served model), `after` is scored by the model served now.
+    Frames: `before`/`after`/`reference` have `item_id, item, private, P(like), rank` over the whole candidate pool;
+    `own` has `item_id, item, label, private, before, after, reference` for the user's training samples.
+    """
 
     user_id: str
     method: str
+    exact: bool
     seconds: float
     affected_shards: list[int]
     num_shards: int
@@ -301,15 +443,73 @@ class ForgetResult:
     version_before: int
     version_after: int
     in_ledger_after: bool
-    recs_before: pd.DataFrame
-    recs_after: pd.DataFrame
-    own_before: pd.DataFrame
-    own_after: pd.DataFrame
+    before: pd.DataFrame
+    after: pd.DataFrame
+    reference: pd.DataFrame
+    own: pd.DataFrame
+    top_k: int
+    reference_note: str
     note: str = ""
+
+    # ----------------------------------------------------------------------------------------------- views
+    def top_before(self) -> pd.DataFrame:
+        """The top-k before, each marked `left` (not in the top-k after) or `stayed`, with its rank and P(like) after."""
+        top = self.before.head(self.top_k).copy()
+        after_rank = dict(zip(self.after["item_id"], self.after["rank"]))
+        after_p = dict(zip(self.after["item_id"], self.after["P(like)"]))
+        top["rank after"] = [after_rank[i] for i in top["item_id"]]
+        top["P(like) after"] = [after_p[i] for i in top["item_id"]]
+        top["status"] = ["left" if r > self.top_k else "stayed" for r in top["rank after"]]
+        return top
+
+    def top_after(self) -> pd.DataFrame:
+        """The top-k after: `entered` or the rank change (an arrow only where P(like) moved more than `NOISE`)."""
+        top = self.after.head(self.top_k).copy()
+        before_rank = dict(zip(self.before["item_id"], self.before["rank"]))
+        before_p = dict(zip(self.before["item_id"], self.before["P(like)"]))
+        top["rank before"] = [before_rank[i] for i in top["item_id"]]
+        top["P(like) before"] = [before_p[i] for i in top["item_id"]]
+        top["status"] = [
+            "entered" if rb > self.top_k else change_mark(rb - ra, pa - pb)
+            for rb, ra, pa, pb in zip(top["rank before"], top["rank"], top["P(like)"], top["P(like) before"])
+        ]
+        return top
+
+    @property
+    def private_in_before(self) -> int:
+        return int(self.before.head(self.top_k)["private"].sum())
+
+    @property
+    def private_left(self) -> int:
+        top = self.top_before()
+        return int((top["private"] & (top["status"] == "left")).sum())
+
+    def own_means(self) -> dict[str, float]:
+        """Mean P(like) of the user's own training items before, after and on the never-seen reference."""
+        return {k: float(self.own[k].mean()) if len(self.own) else float("nan") for k in ("before", "after", "reference")}
+
+    def verdict(self) -> str:
+        """One plain line: what was done, how long it took, what the served model holds now."""
+        m = self.own_means()
+        moved = f"their own items' P(like) {m['before']:.2f} → {m['after']:.2f} (never-seen reference {m['reference']:.2f})"
+        left = f"{self.private_left} of {self.private_in_before} private-franchise items left their top-{self.top_k}"
+        if self.exact:
+            shards = ", ".join(str(k + 1) for k in self.affected_shards)
+            return (
+                f"Removed {self.user_id}: retrained shard {shards} of {self.num_shards} without their "
+                f"{self.samples_removed} ratings in {self.seconds:.0f} s; version {self.version_after} holds nothing "
+                f"learned from them. {left}; {moved}."
+            )
+        return (
+            f"Approximately unlearned {self.user_id} with E2URec in {self.seconds:.0f} s: the served model is now a "
+            f"distilled copy of version {self.version_before}, and nothing was retrained (the shard ledger still "
+            f"lists them). {left}; {moved}."
+        )
 
     def summary(self) -> dict:
         return {
             "method": self.method,
+            "exact": self.exact,
             "seconds": round(self.seconds, 2),
             "affected_shards": list(self.affected_shards),
             "num_shards": self.num_shards,
@@ -317,7 +517,17 @@ class ForgetResult:
             "version_before": self.version_before,
             "version_after": self.version_after,
             "in_ledger_after": self.in_ledger_after,
+            "private_in_before": self.private_in_before,
+            "private_left": self.private_left,
+            **{f"own_{k}": round(v, 4) for k, v in self.own_means().items()},
         }
+
+
+def change_mark(rank_gain: int, p_change: float) -> str:
+    """`▲ 3` / `▼ 2` when the item moved and its P(like) changed by more than `NOISE`; `·` otherwise."""
+    if rank_gain == 0 or abs(p_change) <= NOISE:
+        return "·"
+    return f"▲ {rank_gain}" if rank_gain > 0 else f"▼ {-rank_gain}"
 
 
 @dataclass
@@ -332,10 +542,12 @@ class _Data:
 
 class DemoRecommender:
     """
-    An APA recommender with the user data the Space needs; recommend, forget and reset, one at a time (a lock).
+    The Space's state: the served model (an APA version, or after an E2URec request an approximate copy), the users,
+    who was forgotten, and the lists each user was last shown. Recommend, forget and reset, one at a time (a lock).
 
-    Build it with [`DemoRecommender.load`] (from [`SpaceSettings`]). Forgetting writes a new version into the live
-    copy `workdir/apa`; the pristine version stays in `pristine_dir` for [`reset`].
+    Build it with [`DemoRecommender.load`] (from [`SpaceSettings`]). Forgetting with APA writes a new version into the
+    live copy `workdir/apa` through the public `APATrainer` API; the pristine version stays in `pristine_dir` for
+    [`reset`].
     """
 
     def __init__(self, settings: SpaceSettings, pristine_dir: Path, workdir: Path, data: _Data, base_model=None):
@@ -347,7 +559,6 @@ class DemoRecommender:
         self._lock = threading.RLock()
         self._base = None
         self._tokenizer = None
-        self.forgotten_count = 0
         self._restore()
 
     # ---------------------------------------------------------------------------------------------------- loading
@@ -356,7 +567,6 @@ class DemoRecommender:
         """Load the configured model, or build (once) and load the built-in demo."""
         settings = settings or SpaceSettings.from_env()
         cache = Path(settings.cache_dir).expanduser()
-        salt_dir = cache / "salts"
         if settings.repo_id or settings.model_dir:
             if settings.repo_id:
                 from .hub import pull
@@ -384,36 +594,42 @@ class DemoRecommender:
         else:
             bundle = cache / f"builtin-{settings.size}-v{BUNDLE_VERSION}"
             if not (bundle / "space.json").is_file():
-                _stage(progress, 0.0, f"Building the built-in demo ({settings.size}); this happens once")
-                build_bundle(bundle, settings.size, salt_dir=salt_dir, progress=progress)
+                _stage(progress, 0.0, f"Building the built-in demo ({settings.size}); this happens once per cache")
+                build_bundle(bundle, settings.size, progress=progress)
             workdir = cache / "live" / bundle.name
             pristine_apa = bundle / "apa"
             settings = dataclasses.replace(settings, base_model=settings.base_model or str(bundle / "base"))
-        _stage(progress, 0.97, "Loading the recommender")
-        data = _load_data(bundle)
-        # The built-in demo keeps its ledger salt in the cache; a configured model uses the usual salt folder
-        # (`HF_RECUNLEARN_SALT_DIR` or ~/.cache/hf_recunlearn/salts), where its trainer left the salt.
-        data.meta["salt_dir"] = None if (settings.repo_id or settings.model_dir) else str(salt_dir)
-        return cls(settings, pristine_apa, workdir, data, base_model=settings.base_model)
+        _stage(progress, 0.98, "Loading the recommender")
+        return cls(settings, pristine_apa, workdir, _load_data(bundle), base_model=settings.base_model)
 
     def _restore(self) -> None:
-        """Copy the pristine version into the live directory and load it (also drops the forgotten users)."""
-        from .apa_recommender import APARecommender
-
+        """Copy the pristine version into the live directory and serve it; nobody is forgotten any more."""
         live = self.workdir / "apa"
         if live.exists():
             shutil.rmtree(live)
         live.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(self.pristine_dir, live)
+        shutil.rmtree(self.workdir / "e2urec", ignore_errors=True)
+        self._load_live()
+        d = self._pristine_data
+        self.data = _Data(d.train, d.valid, d.test, d.interactions, d.items, d.meta)
+        self.forgotten: dict[str, ForgetResult] = {}
+        self._shown: dict[str, tuple[tuple, pd.DataFrame]] = {}
+        self._served_scorer = None  # None: the APA recommender; else the E2URec copy's scorer
+        self._served_from: int | None = None
+        self._memorised: tuple = (None, [])
+
+    def _load_live(self) -> None:
+        """Serve the version on disk in the live directory (what a fresh `from_pretrained` would load)."""
+        from .apa_recommender import APARecommender
+
+        live = self.workdir / "apa"
         if self._base is None:
             rec = APARecommender.from_pretrained(live, base_model=self._base_model_name)
             self._base, self._tokenizer = rec.model, rec.tokenizer
         else:
             rec = APARecommender.from_pretrained(live, base_model=self._base, tokenizer=self._tokenizer)
         self.recommender = rec
-        d = self._pristine_data
-        self.data = _Data(d.train, d.valid, d.test, d.interactions, d.items, d.meta)
-        self.forgotten_count = 0
 
     def reset(self) -> None:
         """Restore the original model and every forgotten user."""
@@ -421,59 +637,110 @@ class DemoRecommender:
             self._restore()
             logger.info("Demo reset to the pristine model (version %d).", self.recommender.version)
 
+    # ---------------------------------------------------------------------------------------------------- state
+    @property
+    def served_kind(self) -> str:
+        return "APA" if self._served_scorer is None else "E2URec"
+
+    def _model_key(self) -> tuple:
+        return (self.served_kind, self.recommender.version, len(self.forgotten))
+
+    def model_line(self) -> str:
+        """What is served now: method, version, shards and users (the page's model line)."""
+        with self._lock:
+            active = len(self.active_users())
+            gone = len(self.forgotten)
+            users = f"{active} users" + (f" ({gone} forgotten)" if gone else "")
+            if self._served_scorer is None:
+                return f"APA version {self.recommender.version} · {self.recommender.num_shards} shards · {users}"
+            return (
+                f"E2URec copy of APA version {self._served_from} (approximate: distilled, nothing retrained) · "
+                f"{users}"
+            )
+
     # ---------------------------------------------------------------------------------------------------- users
     def _ledger(self):
         from .partition import ShardLedger, load_or_create_salt
 
-        salt = load_or_create_salt(self.recommender.state.ledger["salt_id"], self._salt_dir())
+        salt = load_or_create_salt(self.recommender.state.ledger["salt_id"])
         return ShardLedger.from_dict(self.recommender.state.ledger, salt)
 
-    def _salt_dir(self):
-        return self.data.meta.get("salt_dir") or None
-
     def in_ledger(self, user_id: str) -> bool:
-        """Whether the model's shard ledger still holds any training sample of `user_id`."""
+        """Whether the served APA version's shard ledger still holds any training sample of `user_id`."""
         with self._lock:
             ledger = self._ledger()
             h = ledger.hash_user(str(user_id))
             return any(u == h for shard in ledger.shards for _, u in shard)
 
     def users(self) -> list[str]:
-        """Users the model was trained on and has not forgotten, in a stable order."""
-        with self._lock:
-            ids = sorted(set(self.data.train["user_id"]), key=lambda u: (len(u), u))
-            return ids
+        """Every user of the demo's training data, forgotten ones included, in a stable order."""
+        return sorted(set(self._pristine_data.train["user_id"]), key=lambda u: (len(u), u))
+
+    def active_users(self) -> list[str]:
+        """Users the served model was trained on and has not forgotten."""
+        return [u for u in self.users() if u not in self.forgotten]
+
+    def status(self, user_id) -> str:
+        """`"active"` or `"forgotten"`; [`NoUserError`] / [`UnknownUserError`] for no or an unknown id."""
+        user_id = "" if user_id is None else str(user_id).strip()
+        if not user_id:
+            raise NoUserError("Pick a user first: choose one from the list (ids look like u0007).")
+        if user_id not in set(self._pristine_data.train["user_id"]):
+            raise UnknownUserError(
+                f"There is no user {user_id!r} in this demo's data. Ids look like u0007: pick one from the list."
+            )
+        return "forgotten" if user_id in self.forgotten else "active"
+
+    def _check_active(self, user_id) -> str:
+        if self.status(user_id) == "forgotten":
+            done = self.forgotten[str(user_id).strip()]
+            where = f"version {done.version_after}" if done.exact else "the E2URec copy now served"
+            raise ForgottenUserError(
+                f"{user_id} was forgotten earlier ({done.method}; {where}). Press “Reset demo” to bring them back, "
+                "or pick another user."
+            )
+        return str(user_id).strip()
+
+    def private_items(self, user_id: str) -> list[str]:
+        """Item ids of the user's private franchise (rated only by them, or by nobody); empty for other users."""
+        return list(self.data.meta.get("private_items", {}).get(user_id, []))
 
     def user_label(self, user_id: str) -> str:
-        groups = self.data.meta.get("user_groups", {})
-        n = int((self.data.interactions["user_id"] == user_id).sum())
-        tag = " · niche tastes" if groups.get(user_id) == "niche" else ""
-        return f"{user_id} ({n} ratings){tag}"
+        n = int((self._pristine_data.interactions["user_id"] == user_id).sum())
+        tag = " · private franchise" if self.private_items(user_id) else ""
+        gone = " · forgotten" if user_id in self.forgotten else ""
+        return f"{user_id} ({n} ratings){tag}{gone}"
 
     def user_choices(self) -> list[tuple[str, str]]:
         return [(self.user_label(u), u) for u in self.users()]
 
-    def default_user(self) -> str | None:
-        """A niche user when there is one (their forgetting is the most visible), else the first user."""
-        users = self.users()
-        groups = self.data.meta.get("user_groups", {})
-        niche = [u for u in users if groups.get(u) == "niche"]
-        return (niche or users or [None])[0]
+    def memorised_users(self) -> list[str]:
+        """
+        Active users with a private franchise, the most memorised first: by how many of their unrated franchise films
+        the served model puts in their top-k, then by how far above the median of their list it scores them.
+        """
+        key = self._model_key()
+        if self._memorised[0] != key:
+            ranked = []
+            for u in (u for u in self.active_users() if self.private_items(u)):
+                frame = self._score_candidates(u)
+                in_top = int(frame.head(self.settings.top_k)["private"].sum())
+                lift = float(frame[frame["private"]]["P(like)"].mean() - frame["P(like)"].median())
+                ranked.append((-in_top, -lift, u))
+            self._memorised = (key, [u for *_, u in sorted(ranked)])
+        return [u for u in self._memorised[1] if u not in self.forgotten]
 
-    def _check_user(self, user_id) -> str:
-        user_id = "" if user_id is None else str(user_id)
-        if not user_id or user_id not in set(self.data.train["user_id"]):
-            raise UnknownUserError(
-                "That user is not in the model: already forgotten, or never in its training data. Pick another user, "
-                "or press “Reset demo” to restore the original model."
-            )
-        return user_id
+    def default_user(self) -> str | None:
+        """A user with a private franchise when one is active (their forgetting is the most visible), else the first."""
+        users = self.active_users()
+        return (self.memorised_users() or users or [None])[0]
 
     def history(self, user_id: str, last: int = 12) -> pd.DataFrame:
         """The user's latest ratings, newest first: title, genres, liked or disliked."""
         with self._lock:
-            user_id = self._check_user(user_id)
-            rows = self.data.interactions[self.data.interactions["user_id"] == user_id].tail(last).iloc[::-1]
+            self.status(user_id)
+            inter = self._pristine_data.interactions
+            rows = inter[inter["user_id"] == user_id].tail(last).iloc[::-1]
             titles = self.data.items.set_index("item_id")
             threshold = self.data.meta["like_threshold"]
             return pd.DataFrame(
@@ -486,195 +753,245 @@ class DemoRecommender:
             )
 
     # ---------------------------------------------------------------------------------------------------- scoring
-    def _candidate_prompts(self, user_id: str) -> tuple[list[str], list[str]]:
+    def candidate_prompts(self, user_id: str) -> tuple[list[str], list[str]]:
+        """
+        The items ranked for the user and their prompts: the unrated films of their private franchise (if any) and a
+        seeded sample of the other items they have not rated, each asked with their latest ratings as history.
+        """
         from .data.prompts import HistoryItem, get_template
 
-        inter = self.data.interactions
+        inter = self._pristine_data.interactions
         mine = inter[inter["user_id"] == user_id]
         titles = dict(zip(self.data.items["item_id"], self.data.items["title"]))
         threshold = self.data.meta["like_threshold"]
         last = mine.tail(self.data.meta["history_len"])
         history = [HistoryItem(titles[i], bool(r > threshold)) for i, r in zip(last["item_id"], last["rating"])]
         rated = set(mine["item_id"])
-        unrated = [i for i in self.data.items["item_id"] if i not in rated]
+        private = [i for i in self.private_items(user_id) if i not in rated]
+        # Other users' private franchises are theirs: they stay out of everyone else's list.
+        franchised = {i for items in self.data.meta.get("franchise_items", []) for i in items}
+        others = [i for i in self.data.items["item_id"] if i not in rated and i not in franchised]
         rng = np.random.default_rng(_stable_seed(user_id))
-        if len(unrated) > self.settings.candidate_pool:
-            picked = set(rng.choice(unrated, size=self.settings.candidate_pool, replace=False).tolist())
-            unrated = [i for i in unrated if i in picked]
+        room = max(self.settings.top_k, self.settings.candidate_pool - len(private))
+        if len(others) > room:
+            picked = set(rng.choice(others, size=room, replace=False).tolist())
+            others = [i for i in others if i in picked]
+        items = private + others
         tpl = get_template(self.data.meta.get("template", "e2urec"))
-        prompts = [tpl.render(history, titles[i], self.data.meta.get("item_kind", "movie")) for i in unrated]
-        return unrated, prompts
+        prompts = [tpl.render(history, titles[i], self.data.meta.get("item_kind", "movie")) for i in items]
+        return items, prompts
 
-    def _score_candidates(self, user_id: str) -> pd.DataFrame:
-        items, prompts = self._candidate_prompts(user_id)
-        p = self.recommender.predict(prompts, batch_size=64) if prompts else np.zeros(0)
-        meta = self.data.items.set_index("item_id")
+    def _predict(self, data, scorer=None) -> np.ndarray:
+        scorer = scorer or self._served_scorer
+        if scorer is not None:
+            return scorer(data)
+        return self.recommender.predict(data, batch_size=64)
+
+    def _score_candidates(self, user_id: str, scorer=None) -> pd.DataFrame:
+        items, prompts = self.candidate_prompts(user_id)
+        p = self._predict(prompts, scorer) if prompts else np.zeros(0)
+        private = set(self.private_items(user_id))
+        titles = dict(zip(self.data.items["item_id"], self.data.items["title"]))
         frame = pd.DataFrame(
             {
                 "item_id": items,
-                "item": [meta.loc[i, "title"] for i in items],
-                "genres": [meta.loc[i, "genres"].replace("|", ", ") for i in items],
+                "item": [titles[i] for i in items],
+                "private": [i in private for i in items],
                 "P(like)": np.round(p, 4),
             }
         )
         frame = frame.sort_values("P(like)", ascending=False, kind="stable").reset_index(drop=True)
-        frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+        frame["rank"] = np.arange(1, len(frame) + 1)
         return frame
 
-    def _score_own(self, user_id: str, train=None) -> pd.DataFrame:
-        train = self.data.train if train is None else train
-        rows = [i for i, u in enumerate(train["user_id"]) if u == user_id]
-        subset = train.select(rows)
-        p = self.recommender.predict(subset, batch_size=64) if rows else np.zeros(0)
+    def _own_rows(self, user_id: str):
+        train = self._pristine_data.train
+        return train.select([i for i, u in enumerate(train["user_id"]) if u == user_id])
+
+    def _score_own(self, user_id: str, scorer=None) -> np.ndarray:
+        rows = self._own_rows(user_id)
+        return np.round(self._predict(list(rows["prompt"]), scorer), 4) if len(rows) else np.zeros(0)
+
+    def _own_frame(self, user_id: str) -> pd.DataFrame:
+        rows = self._own_rows(user_id)
         titles = dict(zip(self.data.items["item_id"], self.data.items["title"]))
+        private = set(self.private_items(user_id))
         return pd.DataFrame(
             {
-                "item_id": list(subset["item_id"]),
-                "item": [titles[i] for i in subset["item_id"]],
-                "label": ["liked" if y else "disliked" for y in subset["label"]],
-                "P(like)": np.round(p, 4),
+                "item_id": list(rows["item_id"]),
+                "item": [titles[i] for i in rows["item_id"]],
+                "label": ["liked" if y else "disliked" for y in rows["label"]],
+                "private": [i in private for i in rows["item_id"]],
             }
         )
 
     def recommend(self, user_id: str, top_k: int | None = None) -> pd.DataFrame:
-        """Top-k of the user's candidate pool (items they have not rated), by P(like)."""
+        """
+        The user's top-k on the served model (`rank, item, private, P(like)`), remembered as the list they were shown:
+        a later forget compares against exactly this list. A forgotten user gets their list on the served model too.
+        """
         with self._lock:
-            user_id = self._check_user(user_id)
-            return self._score_candidates(user_id).head(top_k or self.settings.top_k).drop(columns="item_id")
+            self.status(user_id)
+            frame = self._score_candidates(user_id)
+            self._shown[user_id] = (self._model_key(), frame)
+            return frame.head(top_k or self.settings.top_k)[["rank", "item", "private", "P(like)"]]
 
     def own_items(self, user_id: str) -> pd.DataFrame:
-        """P(like) of the user's own training samples (what the model learned from them)."""
+        """P(like) of the user's own training samples on the served model (what it learned from them)."""
         with self._lock:
-            return self._score_own(self._check_user(user_id)).drop(columns="item_id")
+            self.status(user_id)
+            frame = self._own_frame(user_id)
+            frame["P(like)"] = self._score_own(user_id)
+            return frame.drop(columns="item_id")
+
+    def _shown_list(self, user_id: str) -> pd.DataFrame:
+        key, frame = self._shown.get(user_id, (None, None))
+        return frame if key == self._model_key() else self._score_candidates(user_id)
 
     # ---------------------------------------------------------------------------------------------------- forgetting
-    def forget(self, user_id: str, method: str = METHODS[0], progress: ProgressFn | None = None) -> ForgetResult:
+    def forget(self, user_id, method: str = METHODS[0], progress: ProgressFn | None = None) -> ForgetResult:
         """
-        Forget `user_id` with APA (retrain the shards that held them; exact) or E2URec (approximate), and return
-        the before/after comparison. Raises [`UnknownUserError`] for a user the model does not hold.
+        Forget `user_id` with APA (retrain the shard that held them; exact) or E2URec (distil an unlearned copy of the
+        served model; approximate) and return the comparison. Raises a [`UserError`] subclass for no user, an unknown
+        id, a user forgotten earlier, or an APA request while an E2URec copy is served.
         """
         if method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
         with self._lock:
-            user_id = self._check_user(user_id)
+            user_id = self._check_active(user_id)
+            if self._served_scorer is not None:
+                raise ModelBusyError(
+                    "The served model is an E2URec copy: press “Reset demo” before the next forget (APA forgets from "
+                    "its shards, which the E2URec copy left behind)."
+                )
             if method == METHODS[1]:
                 _require_e2urec()
             version_before = self.recommender.version
+            before = self._shown_list(user_id)
+            own = self._own_frame(user_id)
+            own["before"] = self._score_own(user_id)
             if method == METHODS[0]:
-                _stage(progress, 0.02, "Scoring before forgetting")
-                cand_before, own_before = self._score_candidates(user_id), self._score_own(user_id)
-                seconds, affected, removed, scorer = self._forget_apa(user_id, progress)
+                seconds, affected, removed = self._forget_apa(user_id, progress)
+                _stage(progress, 0.95, "Scoring the new version")
+                after, own["after"] = self._score_candidates(user_id), self._score_own(user_id)
+                reference, own["reference"] = after, own["after"]
+                ref_note = (
+                    f"For APA the never-seen reference is the new version itself: its retrained shard was trained from "
+                    f"scratch without {user_id}, so it is exactly a model that never saw them."
+                )
                 note = ""
             else:
-                cand_before, own_before, seconds, affected, removed, scorer = self._forget_e2urec(user_id, progress)
-                note = (
-                    "E2URec is approximate: it distils an unlearned copy of the model (the shards merged with uniform "
-                    "weights; “before” is that merged copy). The APA shards and their ledger are unchanged, so the "
-                    "user is still listed and still served by the APA model."
+                seconds, removed, gap, ref_scorer = self._forget_e2urec(user_id, before, progress)
+                affected = []
+                _stage(progress, 0.95, "Scoring the unlearned copy and the never-seen reference")
+                after, own["after"] = self._score_candidates(user_id), self._score_own(user_id)
+                reference = self._score_candidates(user_id, ref_scorer)
+                own["reference"] = self._score_own(user_id, ref_scorer)
+                ref_note = (
+                    f"Never-seen reference: an exact APA forget of {user_id} on a scratch copy (their shard retrained "
+                    "without them), not served."
                 )
-            _stage(progress, 0.95, "Scoring after forgetting")
-            with _swap_predictor(self, scorer):
-                cand_after = self._score_candidates(user_id)
-                own_after = self._score_own(user_id, train=self._pristine_data.train)
-            if method == METHODS[0]:
-                self._drop_user(user_id)
-            in_ledger = self.in_ledger(user_id)
-            recs_before, recs_after = _rank_changes(cand_before, cand_after, self.settings.top_k)
-            logger.info(
-                "Forgot 1 user with %s: %d sample(s), shard(s) %s retrained in %.1f s.",
-                method, removed, affected, seconds,
-            )  # fmt: skip
-            return ForgetResult(
+                note = (
+                    "E2URec is approximate. It needs one model, so the Space merged the APA shards with the weights APA "
+                    f"gives this user's requests (largest change on their list: {gap:.3f}) and distilled an unlearned "
+                    "copy; that copy now serves every user until “Reset demo”. The shard ledger still lists them."
+                )
+            result = ForgetResult(
                 user_id=user_id,
                 method=method,
+                exact=method == METHODS[0],
                 seconds=seconds,
                 affected_shards=list(affected),
                 num_shards=self.recommender.num_shards,
                 samples_removed=removed,
                 version_before=version_before,
                 version_after=self.recommender.version,
-                in_ledger_after=in_ledger,
-                recs_before=recs_before,
-                recs_after=recs_after,
-                own_before=own_before.drop(columns="item_id"),
-                own_after=own_after.drop(columns="item_id"),
+                in_ledger_after=self.in_ledger(user_id),
+                before=before,
+                after=after,
+                reference=reference,
+                own=own,
+                top_k=self.settings.top_k,
+                reference_note=ref_note,
                 note=note,
             )
+            self.forgotten[user_id] = result
+            self._shown[user_id] = (self._model_key(), after)
+            logger.info(
+                "Forgot 1 user with %s: %d sample(s), shard(s) %s retrained in %.1f s.",
+                method, removed, affected, seconds,
+            )  # fmt: skip
+            return result
 
-    def _apa_config(self, output_dir):
-        from .trainer import APAConfig
-
-        args = dict(self.data.meta.get("apa_args", {}))
-        args.update(output_dir=str(output_dir), salt_dir=self._salt_dir(), disable_tqdm=True, logging_steps=1000)
-        args.setdefault("num_shards", self.recommender.num_shards)
-        return APAConfig(**args)
-
-    def _forget_apa(self, user_id: str, progress):
+    def _apa_trainer(self, apa_dir: Path, progress, label: str):
+        """
+        The public API, as a user calls it: the saved version, the training set and the validation set, and no
+        recipe: `APATrainer` retrains with the recipe stored with the version (the one the demo bundle was trained
+        with), so the Space's forget is the library's exact forget.
+        """
         from .trainer import APATrainer
 
-        live = self.workdir / "apa"
-        self.recommender.source_dir = str(live)
-        trainer = APATrainer(
-            self.recommender,
-            self._apa_config(live),
+        return APATrainer(
+            str(apa_dir),
             train_dataset=self._pristine_data.train,
             eval_dataset={"valid": self.data.valid},
-            processing_class=self._tokenizer,
-            callbacks=[_ShardProgress(progress, 0.1, 0.9, 1, "Retraining the shard(s) that held the user")],
+            callbacks=[_ShardProgress(progress, 0.1, 0.9, 1, label)],
         )
-        _stage(progress, 0.1, "Retraining the shard(s) that held the user (APA)")
-        report = trainer.forget(user_ids=[user_id])
-        self.recommender = trainer.recommender
-        self.recommender.source_dir = str(live)
-        self.forgotten_count += 1
-        return report.seconds, report.affected_shards, report.samples_removed, None
 
-    def _forget_e2urec(self, user_id: str, progress):
+    def _forget_apa(self, user_id: str, progress):
+        live = self.workdir / "apa"
+        _stage(progress, 0.05, "Retraining the shard that held the user (APA)")
+        report = self._apa_trainer(live, progress, "Retraining the shard that held the user").forget(user_ids=[user_id])
+        self._load_live()
+        return report.seconds, report.affected_shards, report.samples_removed
+
+    def _forget_e2urec(self, user_id: str, before: pd.DataFrame, progress):
         start = time.perf_counter()
         train = self._pristine_data.train
         forget_rows = [i for i, u in enumerate(train["user_id"]) if u == user_id]
         retain_rows = [i for i, u in enumerate(train["user_id"]) if u != user_id]
-        # A demo-sized retain set: E2URec only needs retained samples to keep the rest of the model's behaviour.
         rng = np.random.default_rng(0)
         if len(retain_rows) > E2UREC_RETAIN_ROWS:
             retain_rows = sorted(rng.choice(retain_rows, size=E2UREC_RETAIN_ROWS, replace=False).tolist())
-        _stage(progress, 0.05, "Merging the shard adapters into the model E2URec starts from")
-        original = e2urec_original(self.recommender, self._base_model_name, self.workdir / "e2urec")
-        with _swap_predictor(self, self._model_scorer(original)):
-            cand_before, own_before = self._score_candidates(user_id), self._score_own(user_id)
-        _stage(progress, 0.15, "Distilling an unlearned copy of the model (E2URec)")
+        _stage(progress, 0.05, "Merging the shards with this user's aggregation weights (E2URec needs one model)")
+        items, prompts = self.candidate_prompts(user_id)
+        own_prompts = list(train.select(forget_rows)["prompt"])
+        _, weights = self.recommender.predict(prompts + own_prompts, batch_size=64, return_weights=True)
+        work = self.workdir / "e2urec"
+        shutil.rmtree(work, ignore_errors=True)
+        original = e2urec_original(self.recommender, weights.mean(axis=0), self._base_model_name, work)
+        merged = dict(zip(items, self._model_scorer(original)(prompts)))
+        gap = float(max(abs(merged[i] - p) for i, p in zip(before["item_id"], before["P(like)"])))
+        _stage(progress, 0.15, "Distilling an unlearned copy (E2URec)")
         model = e2urec_unlearn(
             original,
             self._tokenizer,
             forget_dataset=train.select(forget_rows),
             retain_dataset=train.select(retain_rows),
             eval_dataset=None,
-            output_dir=self.workdir / "e2urec",
-            callbacks=[_ShardProgress(progress, 0.15, 0.9, 1, "Distilling an unlearned copy of the model (E2URec)")],
+            output_dir=work,
+            callbacks=[_ShardProgress(progress, 0.15, 0.75, 1, "Distilling an unlearned copy (E2URec)")],
         )
         seconds = time.perf_counter() - start
-        return cand_before, own_before, seconds, [], len(forget_rows), self._model_scorer(model)
+        _stage(progress, 0.8, "Never-seen reference: an exact APA forget on a scratch copy")
+        scratch = work / "reference-apa"
+        shutil.copytree(self.workdir / "apa", scratch)
+        self._apa_trainer(scratch, None, "reference").forget(user_ids=[user_id])
+        from .apa_recommender import APARecommender
+
+        reference = APARecommender.from_pretrained(scratch, base_model=self._base, tokenizer=self._tokenizer)
+        self._served_from = self.recommender.version
+        self._served_scorer = self._model_scorer(model)
+        return seconds, len(forget_rows), gap, lambda data: reference.predict(data, batch_size=64)
 
     def _model_scorer(self, model):
         from .scoring import score
 
         def scorer(data):
+            data = _prompt_dataset(data) if isinstance(data, list) else data
             return score(model, self._tokenizer, data, self.recommender.answer_tokens, batch_size=64)
 
         return scorer
-
-    def _drop_user(self, user_id: str) -> None:
-        """Remove the forgotten user from the in-memory views (the live model no longer holds them)."""
-        d = self.data
-        keep = [i for i, u in enumerate(d.train["user_id"]) if u != user_id]
-        self.data = _Data(
-            d.train.select(keep),
-            d.valid,
-            d.test,
-            d.interactions[d.interactions["user_id"] != user_id],
-            d.items,
-            d.meta,
-        )
 
     def check_model(self) -> dict:
         """A quick consistency check: the live directory holds the served version and it predicts finite values."""
@@ -682,12 +999,14 @@ class DemoRecommender:
 
         with self._lock:
             user = self.default_user()
-            p = self.recommender.predict(self._candidate_prompts(user)[1][:4]) if user else np.zeros(0)
+            p = self._predict(self.candidate_prompts(user)[1][:4]) if user else np.zeros(0)
             return {
+                "served": self.served_kind,
                 "version": self.recommender.version,
                 "version_on_disk": read_version(self.workdir / "apa"),
                 "finite": bool(np.isfinite(p).all()),
-                "num_users": len(self.users()),
+                "num_users": len(self.active_users()),
+                "forgotten": len(self.forgotten),
             }
 
 
@@ -701,21 +1020,18 @@ def _require_e2urec():
         ) from err
 
 
-E2UREC_RETAIN_ROWS = 256
-
-
-def e2urec_original(recommender, base_model, output_dir):
+def e2urec_original(recommender, weights, base_model, output_dir):
     """
-    The single model E2URec unlearns from: the APA shards merged with uniform weights (ND level, an exact weighted
-    sum of the shard updates) on a freshly loaded base, so the served APA model is never touched.
+    The single model E2URec unlearns from: the APA shards merged with fixed `weights` (ND level, an exact weighted
+    sum of the shard updates) on a freshly loaded base, so the served APA model is never touched. With one user's
+    mean aggregation weights it is the APA model as that user is served, up to the per-request variation of weights.
     """
     from peft import PeftModel
 
     from .models import load_model
 
     merged = Path(output_dir) / "original-merged"
-    k = recommender.num_shards
-    recommender.export_adapter(merged, [1.0 / k] * k, level="ND")
+    recommender.export_adapter(merged, [float(w) for w in weights], level="ND")
     base, _ = load_model(base_model or recommender.state.base_model)
     model = PeftModel.from_pretrained(base, merged)
     model.eval()
@@ -744,57 +1060,10 @@ def e2urec_unlearn(original, tokenizer, forget_dataset, retain_dataset, eval_dat
     return trainer.model
 
 
-class _swap_predictor:
-    """Score with `scorer` (E2URec's model) instead of the APA recommender inside the block; no-op for None."""
-
-    def __init__(self, demo: DemoRecommender, scorer):
-        self.demo, self.scorer = demo, scorer
-
-    def __enter__(self):
-        if self.scorer is not None:
-            self.saved = self.demo.recommender
-            proxy = copy.copy(self.saved)
-            proxy.predict = lambda data, batch_size=64, **kw: self.scorer(
-                data if not isinstance(data, list) else _prompt_dataset(data)
-            )
-            self.demo.recommender = proxy
-        return self
-
-    def __exit__(self, *exc):
-        if self.scorer is not None:
-            self.demo.recommender = self.saved
-        return False
-
-
 def _prompt_dataset(prompts):
     from datasets import Dataset
 
     return Dataset.from_dict({"prompt": list(prompts)})
-
-
-def _rank_changes(before: pd.DataFrame, after: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The two top-k lists, each with the item's rank in the other list and its change in rank and P(like)."""
-    rank_b = dict(zip(before["item_id"], before["rank"]))
-    rank_a = dict(zip(after["item_id"], after["rank"]))
-    p_b = dict(zip(before["item_id"], before["P(like)"]))
-    p_a = dict(zip(after["item_id"], after["P(like)"]))
-    top_b = before.head(top_k).copy()
-    top_b["rank after"] = [rank_a[i] for i in top_b["item_id"]]
-    top_b["P(like) after"] = [p_a[i] for i in top_b["item_id"]]
-    top_a = after.head(top_k).copy()
-    top_a["rank before"] = [rank_b[i] for i in top_a["item_id"]]
-    top_a["change"] = [_arrow(rank_b[i] - rank_a[i]) for i in top_a["item_id"]]
-    top_a["P(like) before"] = [p_b[i] for i in top_a["item_id"]]
-    # Genres are shown in the main recommendations table; the side-by-side tables keep to what changed.
-    return top_b.drop(columns=["item_id", "genres"]), top_a.drop(columns=["item_id", "genres"])
-
-
-def _arrow(delta: int) -> str:
-    if delta > 0:
-        return f"▲ {delta}"
-    if delta < 0:
-        return f"▼ {-delta}"
-    return "="
 
 
 def _stable_seed(user_id: str) -> int:
@@ -815,39 +1084,3 @@ def _load_data(bundle: Path) -> _Data:
     inter = pd.read_parquet(bundle / "interactions.parquet")
     items = pd.read_parquet(bundle / "items.parquet")
     return _Data(splits["train"], splits["valid"], splits["test"], inter, items, meta)
-
-
-def comparison_figure(result: ForgetResult):
-    """P(like) before vs after, for the user's own training items and for the recommendations (matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), constrained_layout=True)
-    own_b, own_a = result.own_before, result.own_after
-    ax = axes[0]
-    liked = (own_b["label"] == "liked").to_numpy()
-    ax.scatter(own_b["P(like)"][liked], own_a["P(like)"][liked], c="tab:green", label="liked", s=28)
-    ax.scatter(own_b["P(like)"][~liked], own_a["P(like)"][~liked], c="tab:red", label="disliked", s=28, marker="x")
-    ax.set_title("User's own training items")
-    recs = result.recs_before
-    ax2 = axes[1]
-    ax2.scatter(recs["P(like)"], recs["P(like) after"], c="tab:blue", s=28, label="top-k before")
-    ra = result.recs_after
-    ax2.scatter(ra["P(like) before"], ra["P(like)"], c="tab:orange", s=20, marker="^", label="top-k after")
-    ax2.set_title("Recommendations")
-    # Zoom on the data (a weak model's P(like) can sit in a narrow band), keeping both axes equal around y = x.
-    columns = [own_b["P(like)"], own_a["P(like)"], recs["P(like)"], recs["P(like) after"], ra["P(like)"]]
-    values = np.concatenate(columns + [ra["P(like) before"]]).astype(float)
-    lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
-    pad = max(0.02, 0.08 * (hi - lo))
-    lo, hi = max(0.0, lo - pad), min(1.0, hi + pad)
-    for a in axes:
-        a.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="unchanged")
-        a.set_xlim(lo, hi)
-        a.set_ylim(lo, hi)
-        a.set_xlabel("P(like) before")
-        a.set_ylabel("P(like) after")
-        a.legend(loc="upper left", fontsize=8)
-    return fig
