@@ -56,7 +56,7 @@ from .aggregation import (
     semantic_weights,
     uniform_weights,
 )
-from .controller import CONTROLLER_DIR, LEDGER_FILE, LINEAGE_FILE, RECIPE_FILE, VALIDATION_FILE, crash_point, fsync_dir
+from .controller import CONTROLLER_DIR, LEDGER_FILE, LINEAGE_FILE, RECIPE_FILE, VALIDATION_FILE, crash_point, fsync_dir, swap_in
 from .partition import batch_representation
 from .scoring import AnswerTokens, make_collator, yes_no_logits, answer_logits
 
@@ -558,17 +558,7 @@ def write_apa_directory(
             (private / "README.txt").write_text(_CONTROLLER_README)
         _fsync_tree(staging)
         crash_point("apa:staged")
-        if target.exists():
-            previous = target.parent / f".{target.name}.previous-{uuid.uuid4().hex[:12]}"
-            os.rename(target, previous)
-            crash_point("apa:between-renames")
-            os.rename(staging, target)
-            fsync_dir(target.parent)
-            crash_point("apa:after-switch")
-            shutil.rmtree(previous)
-        else:
-            os.rename(staging, target)
-            fsync_dir(target.parent)
+        swap_in(staging, target, "apa")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

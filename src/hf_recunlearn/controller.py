@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import uuid
 from dataclasses import dataclass, field
@@ -69,6 +70,26 @@ def _now() -> str:
 def _sibling(directory: Path, kind: str) -> Path:
     directory = Path(os.path.abspath(directory))
     return directory.parent / f".{directory.name}.{kind}"
+
+
+def swap_in(staging: Path, target: Path, name: str) -> None:
+    """
+    Make the complete folder `staging` the new `target`: two renames, the previous content deleted after. A crash
+    between the renames leaves `target` missing and `.target.previous-*` beside it, which
+    `apa_recommender.recover_apa_directory` (run by every reader) moves back. `name` labels the crash points.
+    """
+    target = Path(target)
+    if target.exists():
+        previous = target.parent / f".{target.name}.previous-{uuid.uuid4().hex[:12]}"
+        os.rename(target, previous)
+        crash_point(f"{name}:between-renames")
+        os.rename(staging, target)
+        fsync_dir(target.parent)
+        crash_point(f"{name}:after-switch")
+        shutil.rmtree(previous)
+    else:
+        os.rename(staging, target)
+        fsync_dir(target.parent)
 
 
 def fsync_dir(path: Path) -> None:

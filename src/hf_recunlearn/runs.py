@@ -103,7 +103,7 @@ class RunDir:
     def save_datasets(self, datasets: DatasetDict) -> None:
         """Write the splits atomically (a staging folder swapped in with renames, like an APA version)."""
         from .apa_recommender import recover_apa_directory
-        from .controller import crash_point, fsync_dir
+        from .controller import fsync_dir, swap_in
 
         target = self.data_dir
         recover_apa_directory(target)
@@ -115,16 +115,7 @@ class RunDir:
                     with open(path, "rb") as f:
                         os.fsync(f.fileno())
             fsync_dir(staging)
-            if target.exists():
-                previous = target.parent / f".{target.name}.previous-{uuid.uuid4().hex[:12]}"
-                os.rename(target, previous)
-                crash_point("data:between-renames")
-                os.rename(staging, target)
-                fsync_dir(target.parent)
-                shutil.rmtree(previous)
-            else:
-                os.rename(staging, target)
-                fsync_dir(target.parent)
+            swap_in(staging, target, "data")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -59,7 +59,14 @@ from ..apa_recommender import (
 from ..controller import Journal, crash_point, directory_lock, fingerprint_model
 from ..hub import CITATIONS
 from ..models import _prepare_tokenizer, load_model, prepare_model_for_training
-from ..partition import Partition, ShardLedger, load_or_create_salt, make_partition, prompt_representations
+from ..partition import (
+    Partition,
+    ShardLedger,
+    _as_id_list,
+    load_or_create_salt,
+    make_partition,
+    prompt_representations,
+)
 from ..scoring import AnswerTokens, score
 from .apa_config import APAConfig
 from .base_trainer import UnlearningTrainer
@@ -505,8 +512,8 @@ class APATrainer(UnlearningTrainer):
             [`APAEventReport`]: `event="forget"`, or `"queued"` when the request waits for more users.
         """
         self._require_forgettable()
-        users = _as_ids(user_ids)
-        samples = _as_ids(sample_ids)
+        users = _as_id_list(user_ids)
+        samples = _as_id_list(sample_ids)
         if not users and not samples:
             raise ValueError("A forget request must name at least one id: pass `user_ids` and/or `sample_ids`.")
         with self._exclusive(wait):
@@ -1127,14 +1134,6 @@ class _ShardSteps(TrainerCallback):
         if name.startswith("on_") and name not in ("on_init_end", "on_train_begin", "on_train_end"):
             return getattr(object.__getattribute__(self, "callback"), name)
         return object.__getattribute__(self, name)
-
-
-def _as_ids(values) -> list[str]:
-    if values is None:
-        return []
-    if isinstance(values, (str, int)):
-        values = [values]
-    return [str(v) for v in values]
 
 
 def _describe(model) -> str:
