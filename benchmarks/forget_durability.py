@@ -7,8 +7,8 @@ one at a time, alternating two modes on copies of the same version so that both 
 
 - **durable**: `APATrainer.forget` as shipped (per-directory lock, journal record and fsync before any work, fsync of
   every file and folder of the new version, journal "done" record);
-- **bare**: the same forget with the lock, the journal and every `fsync` replaced by no-ops (what the forget cost
-  before they existed).
+- **bare**: the same forget with the lock and every `fsync` replaced by no-ops, and the journal written without
+  fsync (close to what the forget cost before they existed: the journal append itself is a few microseconds).
 
 It prints the median wall time of each and the overhead ratio, and the time of the durable steps alone measured
 inside the durable runs. Identical runs vary 15-40% on a shared CPU: read the ratio, not the seconds.
@@ -49,9 +49,7 @@ def timed_durability(totals: dict[str, float], bare: bool):
             totals["fsync"] += time.perf_counter() - start
 
     def append(self, record):
-        if bare:
-            return None
-        start = time.perf_counter()
+        start = time.perf_counter()  # bare: still written (the forget reads its requests back), without fsync
         try:
             return saved[1](self, record)
         finally:
@@ -93,8 +91,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="forget-durability-"))
     config = dict(num_shards=4, num_train_epochs=2, per_device_train_batch_size=16, per_device_eval_batch_size=64,
                   use_cpu=True, disable_tqdm=True, logging_strategy="no", salt_dir=str(work / "salts"))  # fmt: skip
-    trainer = APATrainer(base, APAConfig(output_dir=str(work / "v1"), **config), train_dataset=ds["train"],
-                         eval_dataset={"valid": ds["valid"]}, processing_class=tok)  # fmt: skip
+    base.save_pretrained(work / "base")  # a saved version names its base, so a forget can load it
+    tok.save_pretrained(work / "base")
+    trainer = APATrainer(str(work / "base"), APAConfig(output_dir=str(work / "v1"), **config),
+                         train_dataset=ds["train"], eval_dataset={"valid": ds["valid"]})  # fmt: skip
     trainer.train()
     users = sorted(set(ds["train"]["user_id"]))[: args.users]
     times: dict[str, list[float]] = {"durable": [], "bare": []}

@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_recunlearn.apa_recommender import read_apa_directory
+from hf_recunlearn.apa_recommender import APARecommender, read_apa_directory
 from hf_recunlearn.cli import main
 from hf_recunlearn.controller import CRASH_ENV, Journal
 from hf_recunlearn.partition import ShardLedger, load_or_create_salt, make_partition
@@ -399,7 +399,11 @@ def test_min_users_per_event_batches_requests_into_one_event(tmp_path, template_
     a, b = sorted(set(ds["train"]["user_id"]))[:2]
     queued = trainer.forget(user_ids=[a])
     assert queued.event == "queued" and queued.pending_users == 1 and read_apa_directory(tmp_path / "m").version == 1
-    done = trainer.forget(user_ids=[b])
+    # The setting persists with the version: a trainer built from the saved directory keeps queueing.
+    saved = APARecommender.from_pretrained(tmp_path / "m", base_model=trainer.model, tokenizer=tok)
+    again = APATrainer(saved, train_dataset=ds["train"], eval_dataset={"valid": ds["valid"]})
+    assert again.args.min_users_per_event == 2 and again.args.salt_dir == str(salts)
+    done = again.forget(user_ids=[b])
     assert done.event == "forget" and done.version == 2 and done.users_removed == 2 and done.requests == 2
     assert json.loads((tmp_path / "m" / "apa_config.json").read_text())["lineage"][-1]["users_removed"] == 2
 

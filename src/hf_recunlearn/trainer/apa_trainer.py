@@ -143,7 +143,10 @@ def config_from_recipe(config_class, recipe: dict, **overrides):
 
     accepted = set(inspect.signature(config_class).parameters)
     values = {k: v for k, v in recipe["training_arguments"].items() if k in accepted}
-    return config_class(**{**values, **overrides})
+    # The controller's settings that are not part of the recipe but must persist: where the salt is, and the
+    # privacy batching of forget requests.
+    settings = {k: v for k, v in (recipe.get("settings") or {}).items() if k in accepted and v is not None}
+    return config_class(**{**values, **settings, **overrides})
 
 
 @dataclass
@@ -317,6 +320,8 @@ class APATrainer(UnlearningTrainer):
     def _default_output_dir(self, model) -> str:
         if _is_apa_directory(model):
             return str(model)  # forgetting from a saved version writes the next version in its place
+        if isinstance(model, APARecommender) and model.source_dir and _is_apa_directory(model.source_dir):
+            return str(model.source_dir)
         return f"{self._name.lower()}-model"
 
     def _check_args(self, args, model):
@@ -951,6 +956,7 @@ class APATrainer(UnlearningTrainer):
                 "lora_config": _lora_dict(results[0].lora_config),
                 "base_model_fingerprint": fingerprint_model(self.model),
                 "data": self.data_spec,
+                "settings": {"salt_dir": args.salt_dir, "min_users_per_event": int(args.min_users_per_event)},
                 "library_version": _library_version(),
             },
         )
