@@ -625,7 +625,8 @@ class APATrainer(UnlearningTrainer):
         """Retrain the shards that hold the requests' samples; write the version; erase copies; mark them done."""
         start = time.perf_counter()
         ledger = self._ledger()
-        samples = set().union(*(s for _, s, _ in requests)) & self._ledger_samples()
+        requested = set().union(*(s for _, s, _ in requests))
+        samples = requested & self._ledger_samples()
         users = set().union(*(u for _, _, u in requests))
         valid_users = list(self.apa_state.valid_users or [])
         drop_valid = [i for i, u in enumerate(valid_users) if u in users]
@@ -641,7 +642,7 @@ class APATrainer(UnlearningTrainer):
                                     num_samples=ledger.num_samples(), requests=len(requests))  # fmt: skip
             self.reports.append(report)
         if erase_copies is not None:
-            erase_copies(users, set().union(*(s for _, s, _ in requests)))
+            erase_copies(users, requested)
         crash_point("forget:erased")
         ids = [rid for rid, _, _ in requests if rid is not None]
         if ids and self.is_world_process_zero():
