@@ -9,7 +9,8 @@ import pytest
 from hf_recunlearn.bench import COLUMNS, EXTRA_COLUMNS, ROWS, aggregate_rows, format_markdown
 from hf_recunlearn.cli import main
 
-APPROXIMATE = ("NegGrad", "NegKL", "Bad-T", "E2URec", "E2URec w/o L_FGT", "E2URec w/o L_REM")
+APPROXIMATE = ("NegGrad", "NegKL", "Bad-T", "E2URec", "E2URec fixed α", "E2URec w/o L_FGT", "E2URec w/o L_REM")
+CALIBRATED = ("NegGrad", "NegKL", "Bad-T", "E2URec")
 EXACT = ("SISA", "RecEraser-style", "APA(D)", "APA(ND)", "APA(ND) average weights", "APA(ND) semantic weights")
 
 
@@ -28,7 +29,7 @@ def test_bench_writes_every_row_and_column(bench_run, capsys):
     stdout = capsys.readouterr().out
     result = json.loads(json_path.read_text())
 
-    assert set(result) == {"config", "rows", "seeds"}
+    assert set(result) == {"config", "rows", "seeds", "criteria"}
     config = result["config"]
     assert config["data"] == "synthetic" and config["model"] == "builtin" and config["seeds"] == [0]
     [request] = config["forget_request"]
@@ -73,6 +74,25 @@ def test_bench_writes_every_row_and_column(bench_run, capsys):
         assert rows[name]["one_user_shards_retrained"] == 1, name
     for name in ("Original", "Retrain", "Single adapter", *APPROXIMATE):
         assert rows[name]["shards_retrained"] is None and rows[name]["one_user_seconds"] is None, name
+    # The forgetting evidence: the audit, forget quality, the MIA suite and the relearning attack, for the references
+    # and every approximate method; the stopping rule's decision for the calibrated ones only.
+    for name in ("Original", "Retrain", *APPROXIMATE):
+        for column in ("audit_loss_auc", "audit_target_loss_auc", "audit_ks_pvalue", "forget_quality", "mia_loss",
+                       "mia_confidence", "mia_entropy", "mia_reference", "relearn_auc_after"):  # fmt: skip
+            value = rows[name][column]
+            assert value is not None and (math.isnan(value) or 0.0 <= value <= 1.0), (name, column)
+        for column in ("audit_relative_auc", "audit_target_relative_auc"):
+            value = rows[name][column]
+            assert value is not None and (math.isnan(value) or -1.0 <= value <= 1.0), (name, column)
+        assert rows[name]["audit_at_target"] in (0.0, 1.0)
+    assert len({rows[name]["audit_target_loss_auc"] for name in ("Original", "Retrain", *APPROXIMATE)}) == 1
+    assert set(result["seeds"][0]["audit_sanity"]) == {"base", "cheap"}
+    assert rows["Retrain"]["mia_loss"] == pytest.approx(rows["Retrain"]["mia_auc"])  # the same attack, two names
+    for name in CALIBRATED:
+        assert rows[name]["stopped_at_step"] is None or rows[name]["stopped_at_step"] >= 0, name
+    for name in ("Original", "Retrain", *APPROXIMATE[4:]):
+        assert rows[name]["stopped_at_step"] is None, name
+    assert set(result["criteria"]) == set(APPROXIMATE)
     # The E2URec rows train a LoRA student only; the ablations are the same method with one loss switched off.
     assert rows["E2URec"]["trainable_params"] < rows["Original"]["trainable_params"]
     assert rows["E2URec w/o L_FGT"]["trainable_params"] == rows["E2URec"]["trainable_params"]
@@ -146,11 +166,26 @@ def test_bench_runs_on_real_movielens_files(tmp_path, capsys):
     data = f"movielens-100k:{Path(__file__).parent / 'fixtures' / 'ml-100k'}"
     json_path = tmp_path / "bench.json"
     assert (
-        main(["bench", "--tiny", "--data", data, "--output-dir", str(tmp_path / "runs"), "--json", str(json_path)])
+        main(["bench", "--tiny", "--data", data, "--methods", "NegGrad", "--output-dir", str(tmp_path / "runs"),
+              "--json", str(json_path)])
         == 0
     )
     result = json.loads(json_path.read_text())
     assert result["config"]["data"] == data
     assert result["config"]["forget_request"][0]["users"] >= 1
-    assert [row["method"] for row in result["rows"]] == list(ROWS)
-    assert f"Data {data}" in capsys.readouterr().out
+    # `--methods` runs only the named rows, with Original and Retrain as the references; per-seed rows stay.
+    assert result["config"]["methods"] == ["Original", "Retrain", "NegGrad"]
+    assert [row["method"] for row in result["rows"]] == ["Original", "Retrain", "NegGrad"]
+    assert [row["method"] for row in result["seeds"][0]["rows"]] == ["Original", "Retrain", "NegGrad"]
+    assert result["seeds"][0]["noise_floor_jsd"] == result["seeds"][0]["rows"][1]["jsd"]
+    assert not any((Path(tmp_path) / "runs" / "seed0" / d).exists() for d in ("apa", "sisa", "single_adapter", "e2urec"))
+    assert result["rows"][2]["infer_vs_single"] is None  # no Single adapter row was run to compare with
+    out = capsys.readouterr().out
+    assert f"Data {data}" in out and "| NegGrad |" in out and "| E2URec |" not in out
+
+
+def test_bench_refuses_unknown_methods(tmp_path, capsys):
+    code = main(["bench", "--tiny", "--methods", "NegGrad,E2URecc", "--output-dir", str(tmp_path / "runs"),
+                 "--json", str(tmp_path / "bench.json")])  # fmt: skip
+    assert code == 2
+    assert "E2URecc" in capsys.readouterr().err and not (tmp_path / "runs").exists()

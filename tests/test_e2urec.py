@@ -10,7 +10,9 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 import hf_recunlearn
 from hf_recunlearn import E2URecConfig, E2URecTrainer
-from hf_recunlearn.losses import kl_divergence
+from hf_recunlearn.evaluation import predict
+from hf_recunlearn.losses import forgetting_teacher_logits, kl_divergence
+from hf_recunlearn.metrics import mean_confidence, utility_metrics
 from hf_recunlearn.models import build_tiny_model
 from hf_recunlearn.scoring import score
 
@@ -150,16 +152,57 @@ def test_an_augmented_model_equal_to_the_original_is_flagged(tiny_data, tmp_path
     assert trainer.teacher_shift == pytest.approx(0.0, abs=1e-5)
 
 
+def make_trainer_with_augmented(tiny_data, tmp_path, **overrides):
+    """An E2URec trainer given an explicit augmented model (another tiny network), so its logits can be recomputed."""
+    tokenizer = tiny_data["tokenizer"]
+    torch.manual_seed(1)
+    augmented = build_tiny_model(tokenizer, "causal", "tiny", seed=1)
+    trainer = E2URecTrainer(
+        build_tiny_model(tokenizer, "causal", "tiny"),
+        copy.deepcopy(augmented),
+        args=make_args(tmp_path, **overrides),
+        train_dataset=tiny_data["train"],
+        forget_dataset=tiny_data["split"].forget,
+        processing_class=tokenizer,
+    )
+    return trainer, augmented
+
+
+def answer_vocab_logits(model, tokenizer, dataset):
+    """Full-vocabulary logits at the answer position, computed by the evaluation path (not the trainer's)."""
+    return torch.as_tensor(predict(model, tokenizer, dataset, full_vocab=True).vocab_logits)
+
+
 def test_beta_one_and_zero_reduce_to_forgetting_and_remembering(tiny_data, tmp_path):
-    forget_only = lambda c: c["loss/forget"]  # noqa: E731
-    remember_only = lambda c: c["loss/retain_ce"] + c["loss/retain_kl"]  # noqa: E731
-    for beta, expected in ((1.0, forget_only), (0.0, remember_only)):
-        trainer = make_trainer(tiny_data, tmp_path, beta=beta, augment_learning_rate=5e-2)
+    tokenizer = tiny_data["tokenizer"]
+    forget = tiny_data["split"].forget
+    for beta in (1.0, 0.0):
+        trainer, augmented = make_trainer_with_augmented(tiny_data, tmp_path, beta=beta)
+        answers = [trainer.answer_tokens.no_id, trainer.answer_tokens.yes_id]
+        with trainer.original_model() as original:
+            v = answer_vocab_logits(original, tokenizer, forget)[:, answers]
+        v_aug = answer_vocab_logits(augmented, tokenizer, forget)[:, answers]
+        teacher = forgetting_teacher_logits(v, v_aug, trainer.args.alpha, form=trainer.args.teacher_form)
         trainer.teacher_outputs = trainer.compute_teacher_outputs()
         batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
-        loss = trainer.compute_loss(trainer.model, batch)
-        components = {k: v[-1] for k, v in trainer._metrics.items()}
-        assert loss.item() == pytest.approx(expected(components), rel=1e-5, abs=1e-7)
+        loss = trainer.compute_loss(trainer.model, batch).item()
+        is_forget = batch["is_forget"].bool()
+        if beta == 1.0:
+            # Only L_FGT: KL(softmax(v_f) ‖ student) on the batch's forgotten rows. The student starts as the
+            # original (a zero LoRA), so its Yes/No distribution is P(like) of the original, scored independently.
+            rows = batch["row_index"][is_forget].tolist()
+            p_t = torch.softmax(teacher[rows].double(), -1).numpy()
+            p_like = score(trainer.model, tokenizer, forget.select(rows))
+            p_s = np.stack([1 - p_like, p_like], -1)
+            expected = float(np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), -1)))
+        else:
+            # Only L_REM: the remembering KL is 0 at the start (the student is the original), so the loss is the
+            # original's next-token loss on the retained rows' completions, as transformers computes it.
+            with trainer.original_model() as original, torch.no_grad():
+                keep = ~is_forget
+                expected = original(input_ids=batch["input_ids"][keep], attention_mask=batch["attention_mask"][keep],
+                                    position_ids=batch["position_ids"][keep], labels=batch["labels"][keep]).loss.item()  # fmt: skip
+        assert loss == pytest.approx(expected, rel=1e-4, abs=1e-6), beta
     with pytest.raises(ValueError, match="`beta`"):
         make_args(tmp_path, beta=1.5)
 
@@ -172,11 +215,34 @@ def test_reference_code_weights_are_expressible(tmp_path):
 
 
 def test_full_vocab_scope_and_paper_form_train(tiny_data, tmp_path):
-    trainer = make_trainer(tiny_data, tmp_path, kl_scope="full", teacher_form="paper", num_train_epochs=1)
+    tokenizer = tiny_data["tokenizer"]
+    forget = tiny_data["split"].forget
+    trainer, augmented = make_trainer_with_augmented(tiny_data, tmp_path, kl_scope="full", teacher_form="paper",
+                                                     num_train_epochs=1, alpha=2.0)  # fmt: skip
+    with trainer.original_model() as original:
+        v = answer_vocab_logits(original, tokenizer, forget)
+        v_retain = answer_vocab_logits(original, tokenizer, trainer.paired_retain_dataset)
+    v_aug = answer_vocab_logits(augmented, tokenizer, forget)
+    vocab = len(tokenizer)
+    assert v.shape == (len(forget), vocab)
+    # The paper's form (eq. 4) on raw full-vocabulary logits: v − α·ReLU(v_aug − v), computed here by hand.
+    by_hand = v - 2.0 * torch.clamp(v_aug - v, min=0.0)
+    np.testing.assert_allclose(forgetting_teacher_logits(v, v_aug, 2.0, form="paper"), by_hand, atol=1e-6)
+    outputs = trainer.compute_teacher_outputs()
+    np.testing.assert_allclose(outputs["forget"], by_hand, atol=1e-4)
+    np.testing.assert_allclose(outputs["retain"], v_retain, atol=1e-4)
+    # The forgetting KL runs over the whole vocabulary: at the start (student = original) it is KL(softmax(v_f) ‖
+    # softmax(v)) on the batch's forgotten rows, computed here outside the trainer.
+    trainer.teacher_outputs = outputs
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.compute_loss(trainer.model, batch)
+    rows = batch["row_index"][batch["is_forget"].bool()].tolist()
+    log_t, log_s = by_hand[rows].double().log_softmax(-1), v[rows].double().log_softmax(-1)
+    expected = float((log_t.exp() * (log_t - log_s)).sum(-1).mean())
+    assert expected > 1e-3  # the teacher differs from the original: the check is not trivially 0
+    assert trainer._metrics["loss/forget"][-1] == pytest.approx(expected, rel=1e-4)
     trainer.train()
-    vocab = len(tiny_data["tokenizer"])
-    assert trainer.teacher_outputs["forget"].shape == (len(tiny_data["split"].forget), vocab)
-    assert trainer.teacher_outputs["retain"].shape == (len(trainer.paired_retain_dataset), vocab)
+    assert trainer.state.global_step > 0
 
 
 def test_lora_augmented_model_is_temporary(tiny_data, tmp_path):
@@ -204,12 +270,20 @@ def test_a_peft_original_is_merged_and_stays_the_original(tiny_data, tmp_path):
 
 
 def test_evaluate_reports_utility_and_forgetting(tiny_data, tmp_path):
-    trainer = make_trainer(tiny_data, tmp_path, num_train_epochs=1)
+    trainer = make_trainer(tiny_data, tmp_path, num_train_epochs=1, learning_rate=5e-2)
+    trainer.train()
     metrics = trainer.evaluate()
-    for key in ("eval_auc", "eval_acc", "eval_logloss", "eval_confidence", "eval_forget_auc", "eval_forget_acc",
-                "eval_forget_logloss", "eval_forget_confidence"):  # fmt: skip
-        assert key in metrics, key
-    assert 0.0 <= metrics["eval_forget_confidence"] <= 1.0
+    tokenizer, model = tiny_data["tokenizer"], trainer.model
+    # Against predictions scored independently of the Trainer's evaluation loop.
+    for prefix, dataset in (("eval", tiny_data["test"]), ("eval_forget", tiny_data["split"].forget)):
+        probs = score(model, tokenizer, dataset)
+        labels = np.asarray(dataset["label"])
+        expected = utility_metrics(labels, probs) | {"confidence": mean_confidence(labels, probs)}
+        for key, value in expected.items():
+            if np.isnan(value):
+                assert np.isnan(metrics[f"{prefix}_{key}"]), (prefix, key)
+            else:
+                assert metrics[f"{prefix}_{key}"] == pytest.approx(value, abs=1e-5), (prefix, key)
 
 
 def test_model_card_names_the_method_and_hides_user_ids(tiny_data, tmp_path):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0.dev0"
 
 _EXPORTS = {
+    "audit": ["ForgetAudit"],
     "data": ["RecData", "build_datasets", "load_data", "make_forget_split", "make_synthetic"],
     "metrics": ["gap_closed", "jsd", "l2_distance", "membership_inference_auc", "utility_metrics"],
     "models": ["build_tiny_model", "build_tokenizer", "load_model"],
@@ -20,6 +21,7 @@ _EXPORTS = {
     "trainer": [
         "APAConfig",
         "APATrainer",
+        "AuditStoppingCallback",
         "BadTeacherConfig",
         "BadTeacherTrainer",
         "E2URecConfig",
@@ -64,10 +66,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .metrics import gap_closed, jsd, l2_distance, membership_inference_auc, utility_metrics
     from .models import build_tiny_model, build_tokenizer, load_model
     from .scoring import AnswerTokens, score
+    from .audit import ForgetAudit
     from .evaluation import ModelPredictions, Predictions, evaluate_unlearning, predict_unlearning_sets
     from .trainer import (
         APAConfig,
         APATrainer,
+        AuditStoppingCallback,
         BadTeacherConfig,
         BadTeacherTrainer,
         E2URecConfig,

@@ -44,15 +44,28 @@ COLUMNS = (
 )  # fmt: skip
 """The columns of every row, in the order of the Markdown table (`None` where a value does not apply)."""
 
-EXTRA_COLUMNS = ("forget_auc", "gap_closed", "shards_retrained", "one_user_seconds", "one_user_shards_retrained")
+EXTRA_COLUMNS = (
+    "forget_auc", "gap_closed", "shards_retrained", "one_user_seconds", "one_user_shards_retrained",
+    "audit_relative_auc", "audit_target_relative_auc", "audit_at_target", "audit_loss_auc", "audit_target_loss_auc",
+    "audit_ks_pvalue", "audit_confidence_auc",
+    "forget_quality", "mia_loss", "mia_confidence", "mia_entropy", "mia_reference",
+    "relearn_auc_before", "relearn_auc_after", "relearn_gain", "stopped_at_step", "alpha",
+)  # fmt: skip
 """
 Per-row extras: AUC on the forget set, the share of the Original→Retrain JSD gap closed (approximate methods), and
 for the shard methods the shards the request retrained, then the seconds and shards of forgetting one more user.
+Then the forgetting evidence (Original, Retrain and approximate methods): the retrain-free audit (`audit_*`: the
+loss-attack AUC of the forget set against hold-out rows, its target from the reference model, whether it is inside
+the target's interval, the KS p-value), TOFU's forget quality (KS p-value against Retrain's P(like) on the forget
+set), the membership-inference suite against the test rows, the relearning attack (forget AUC on 90% of the forget
+set before and after fine-tuning on the other 10%), the step the audit stopped the run at (0 = zero steps) and
+E2URec's α in effect.
 """
 
 ROWS = (
     "Original", "Retrain", "Single adapter", "SISA", "RecEraser-style", "NegGrad", "NegKL", "Bad-T", "E2URec",
-    "E2URec w/o L_FGT", "E2URec w/o L_REM", "APA(D)", "APA(ND)", "APA(ND) average weights", "APA(ND) semantic weights",
+    "E2URec fixed α", "E2URec w/o L_FGT", "E2URec w/o L_REM", "APA(D)", "APA(ND)", "APA(ND) average weights",
+    "APA(ND) semantic weights",
 )  # fmt: skip
 """Every row of the benchmark, in table order. `APA(ND)` uses the sample-adaptive weights."""
 
@@ -61,9 +74,14 @@ APPROXIMATE_ROWS = {
     "NegKL": ("negkl", {}),
     "Bad-T": ("badt", {}),
     "E2URec": ("e2urec", {}),
-    "E2URec w/o L_FGT": ("e2urec", {"beta": 0.0}),
-    "E2URec w/o L_REM": ("e2urec", {"beta": 1.0}),
+    # The fixed setting: α = 32 on the normalized teacher and the whole schedule, whatever the audit says; the
+    # ablations keep it so that they isolate a loss term, not the stopping rule.
+    "E2URec fixed α": ("e2urec", {"stopping": "fixed", "calibrate_alpha": False}),
+    "E2URec w/o L_FGT": ("e2urec", {"beta": 0.0, "stopping": "fixed", "calibrate_alpha": False}),
+    "E2URec w/o L_REM": ("e2urec", {"beta": 1.0, "stopping": "fixed", "calibrate_alpha": False}),
 }
+REFERENCE_ROWS = ("Original", "Retrain")
+"""Rows every run measures, whatever `methods` selects: the model to forget from and the gold standard."""
 APA_ROWS = {
     "APA(D)": {"level": "D", "weighting": "adaptive"},
     "APA(ND)": {"level": "ND", "weighting": "adaptive"},
@@ -85,6 +103,15 @@ class BenchSettings(DemoSettings):
         timing_repeats (`int`, *optional*, defaults to `5`): best of this many timed passes.
         lora_learning_rate (`float`, *optional*, defaults to `1e-4`): the original recommender's learning rate when
             `model` is a real LLM (a TALLRec LoRA; the built-in stand-in is fully fine-tuned instead).
+        audit_reference (`str`, *optional*, defaults to `"base"`): the model that never saw the forget set, whose
+            view of it is the audit's target ([`~hf_recunlearn.audit.ForgetAudit`]): `"base"`, the base model the
+            recommender was trained from (free; with the built-in stand-in it is itself a recommender trained on other
+            users), or `"cheap"`, the Original's recipe for one epoch on `audit_reference_fraction` of the retained
+            data (its training time is added to every calibrated method's unlearning time).
+        audit_steps (`int`, *optional*, defaults to `10`), audit_samples (`int`, *optional*, defaults to `256`): the
+            stopping rule's audit period and rows per set (see [`~hf_recunlearn.trainer.UnlearningConfig`]).
+        relearn_fraction (`float`, *optional*, defaults to `0.1`), relearn_epochs (`float`, *optional*, defaults to
+            `2.0`): the relearning attack fine-tunes on this share of the forget set for this many epochs.
     """
 
     forget_fraction: float = 0.2
@@ -92,6 +119,12 @@ class BenchSettings(DemoSettings):
     timing_repeats: int = 5
     lora_learning_rate: float = 1e-4
     disable_tqdm: bool = False
+    audit_reference: str = "base"
+    audit_reference_fraction: float = 0.25
+    audit_steps: int = 10
+    audit_samples: int = 256
+    relearn_fraction: float = 0.1
+    relearn_epochs: float = 2.0
 
 
 # A tiny configuration that runs every row in about a minute: for tests and smoke runs (nothing is learned).
@@ -110,6 +143,7 @@ def run_bench(
     json_path: str | Path | None = None,
     plots_dir: str | Path | None = None,
     progress: bool = True,
+    methods: list[str] | None = None,
 ) -> dict[str, Any]:
     """
     Run the benchmark and return `{"config": {...}, "rows": [{"method": ..., <COLUMNS>, <EXTRA_COLUMNS>, "std"}],
@@ -123,6 +157,11 @@ def run_bench(
         settings ([`BenchSettings`], *optional*): recipes and sizes; default [`BenchSettings`]`()`.
         output_dir: where models and shard adapters are written (`seed{N}/...`).
         progress (`bool`): show a progress bar over the whole run (stage by stage).
+        methods (`list[str]`, *optional*): the rows to run, named as in the table (`ROWS`); Original and Retrain
+            always run, as the references. Default: every row. Without `"Single adapter"` the inference ratio
+            (`infer_vs_single`) is not measured.
+
+    With `json_path`, the file is rewritten after every seed, so a run cut short keeps the seeds it finished.
     """
     from .data import parse_data_spec
 
@@ -131,11 +170,22 @@ def run_bench(
         raise ValueError(f"`seeds` must be >= 1, got {seeds}. Pass the number of repetitions, e.g. --seeds 3.")
     if preset not in ("e2urec", "apa"):
         raise ValueError(f"`preset` must be 'e2urec' or 'apa', got {preset!r}.")
+    selected = None
+    if methods is not None:
+        names = [m.strip() for m in methods if m.strip()]
+        unknown = [m for m in names if m not in ROWS]
+        if unknown:
+            raise ValueError(
+                f"Unknown method(s) {unknown} in `methods`. Name rows as printed in the table: {', '.join(ROWS)}."
+            )
+        selected = set(REFERENCE_ROWS) | set(names)
     parse_data_spec(data)  # a clear error for a bad spec before anything is trained
     if settings.num_shards < 1:
         raise ValueError(
             f"`num_shards` must be >= 1, got {settings.num_shards}. Pass the shards K of APA/SISA, e.g. 4."
         )
+    if settings.audit_reference not in ("base", "cheap"):
+        raise ValueError(f"`audit_reference` must be 'base' or 'cheap', got {settings.audit_reference!r}.")
     if not 0.0 < settings.forget_fraction < 1.0:
         raise ValueError(f"`forget_fraction` must be in (0, 1), got {settings.forget_fraction}.")
 
@@ -145,31 +195,40 @@ def run_bench(
     seed_values = [settings.seed + i for i in range(seeds)]
     bar = tqdm(total=seeds * len(_STAGES), desc="bench", unit="stage", disable=not progress)
     per_seed = []
+
+    def assemble() -> dict[str, Any]:
+        return {
+            "config": {
+                "data": data,
+                "model": model or "builtin",
+                "preset": preset,
+                "seeds": [s["seed"] for s in per_seed],
+                "seeds_requested": seed_values,
+                "methods": None if selected is None else [name for name in ROWS if name in selected],
+                "columns": list(COLUMNS),
+                "settings": asdict(settings),
+                "forget_request": [s["forget_request"] for s in per_seed],
+                "original_memorised": [s["original_memorised"] for s in per_seed],
+                "data_sizes": per_seed[0]["data_sizes"],
+                "noise_floor_jsd": _mean([s["noise_floor_jsd"] for s in per_seed]),
+                "wall_seconds": time.perf_counter() - start,
+            },
+            "rows": aggregate_rows([s["rows"] for s in per_seed]),
+            "criteria": calibration_criteria(per_seed),
+            "seeds": per_seed,
+        }
+
     try:
         for seed in seed_values:
             run_settings = replace(settings, seed=seed)
             workdir = Path(output_dir) / f"seed{seed}"
-            rows, info = _run_seed(data, model, preset, run_settings, workdir, bar)
+            rows, info = _run_seed(data, model, preset, run_settings, workdir, bar, selected)
             per_seed.append({"seed": seed, "rows": rows, **info})
+            if json_path is not None:
+                write_json_atomic(json_path, assemble())
     finally:
         bar.close()
-    result = {
-        "config": {
-            "data": data,
-            "model": model or "builtin",
-            "preset": preset,
-            "seeds": seed_values,
-            "columns": list(COLUMNS),
-            "settings": asdict(settings),
-            "forget_request": [s["forget_request"] for s in per_seed],
-            "original_memorised": [s["original_memorised"] for s in per_seed],
-            "data_sizes": per_seed[0]["data_sizes"],
-            "noise_floor_jsd": _mean([s["noise_floor_jsd"] for s in per_seed]),
-            "wall_seconds": time.perf_counter() - start,
-        },
-        "rows": aggregate_rows([s["rows"] for s in per_seed]),
-        "seeds": per_seed,
-    }
+    result = assemble()
     if json_path is not None:
         write_json_atomic(json_path, result)
     if plots_dir is not None:
@@ -179,7 +238,7 @@ def run_bench(
 
 # ---------------------------------------------------------------------------------------------------------- one seed
 
-_STAGES = ("data and base model", "Original", "Retrain", "Retrain (floor seed)", "Single adapter",
+_STAGES = ("data and base model", "Original", "Retrain", "Retrain (floor seed)", "Audit reference", "Single adapter",
            *APPROXIMATE_ROWS, "APA", "SISA", "RecEraser-style")  # fmt: skip
 
 
@@ -197,17 +256,25 @@ class _Seed:
     before: Any  # the Original's ModelPredictions
     reference: Any  # Retrain's ModelPredictions
     floor: Any  # the other Retrain seed's ModelPredictions
-    single_ms: float
+    single_ms: float | None
     retrain_time: float
     ms_per_sample: Callable[[Callable[[Any], Any]], float]
+    audit: Any  # ForgetAudit: the retrain-free target
+    holdout: Any  # Dataset: the audit's hold-out rows
+    attacker: Any  # the audit reference's ModelPredictions (the reference-calibrated attack)
+    reference_seconds: float  # training time of the audit reference (0 for the base model)
 
 
-def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings, workdir: Path, bar):
+def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings, workdir: Path, bar,
+              selected: set[str] | None = None):  # fmt: skip
+    from .audit import ForgetAudit
     from .data import load_data, make_forget_split
     from .evaluation import evaluate_unlearning, predict_unlearning_sets
-    from .models import count_trainable_parameters
+    from .models import count_trainable_parameters, load_model
     from .pipeline import build_builtin_base, prepare_data, train_recommender
     from .scoring import score
+
+    selected = set(ROWS) if selected is None else selected
 
     def stage(name: str):
         bar.set_postfix_str(f"seed {settings.seed}: {name}")
@@ -231,6 +298,9 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     request = make_forget_split(train, **_forget_request(prepared, settings))
     one_user = _largest_user(request.retain)
     timing = test.select(range(min(len(test), settings.timing_samples)))
+    # The audit's hold-out rows: the validation rows of the users who were not forgotten (never trained on).
+    forgotten = set(request.user_ids)
+    holdout = splits["valid"].filter(lambda row: row["user_id"] not in forgotten)
 
     def ms_per_sample(predict: Callable[[Any], Any]) -> float:
         return best_ms_per_sample(lambda: predict(timing), len(timing), repeats=settings.timing_repeats)
@@ -253,12 +323,14 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     )
     original, tokenizer = trainer.model, trainer.processing_class
     before = predict_unlearning_sets(original, tokenizer, request.forget, test, full_vocab=False, batch_size=batch)
+    original_holdout = score(original, tokenizer, holdout, batch_size=batch)
     original_params = count_trainable_parameters(original)  # every weight of a full fine-tune, else the LoRA
     original_ms = model_ms(original)
+    relearn = {"Original": _relearn(original, tokenizer, request.forget, settings)}
     del trainer, original
     bar.update()
 
-    retrained, retrain_seconds = [], []
+    retrained, retrain_seconds, retrained_holdout = [], [], []
     for name, seed in (("Retrain", settings.seed), ("Retrain (floor seed)", settings.seed + 1)):
         stage(name)
         out = workdir / f"retrain_seed{seed}"
@@ -267,51 +339,92 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
         )
         retrained.append(predict_unlearning_sets(trainer.model, tokenizer, request.forget, test, full_vocab=False,
                                                  batch_size=batch))  # fmt: skip
+        retrained_holdout.append(score(trainer.model, tokenizer, holdout, batch_size=batch))
         retrain_seconds.append(metrics["train_seconds"])
         if name == "Retrain":
             retrain_ms = model_ms(trainer.model)
+            relearn["Retrain"] = _relearn(trainer.model, tokenizer, request.forget, settings)
         del trainer
         bar.update()
     reference, floor = retrained
     retrain_time = retrain_seconds[0]
 
-    stage("Single adapter")
-    single_dir = workdir / "single_adapter"
-    trainer, metrics = train_recommender(
-        base, train, None, single_dir, _quiet(settings.recommender_config(single_dir), settings)
+    # The retrain-free target: a model that never saw the forget set (see `hf_recunlearn.audit`). Both candidate
+    # references are built, and the sanity check — does the target place the Original and the two Retrains where they
+    # are? — is recorded for both; `settings.audit_reference` is the one the stopping rule uses.
+    stage("Audit reference")
+    candidates, sanity = {}, {}
+    out = workdir / "audit_reference"
+    sample = request.retain.shuffle(seed=settings.seed).select(
+        range(max(1, int(settings.audit_reference_fraction * len(request.retain))))
     )
-    single = trainer.model
-    single_ms = model_ms(single)
-    single_preds = predict_unlearning_sets(single, tokenizer, request.forget, test, full_vocab=False, batch_size=batch)
+    config = _quiet(original_recipe(out, settings.seed), settings)
+    config.num_train_epochs = 1.0
+    trainer, metrics = train_recommender(base, sample, None, out, config)
+    candidates["cheap"] = (trainer.model, metrics["train_seconds"])
+    candidates["base"] = (load_model(str(base))[0], 0.0)
+    for kind, (candidate, seconds) in candidates.items():
+        candidate_audit = ForgetAudit.from_model(candidate, tokenizer, request.forget, holdout, batch_size=batch,
+                                                 seed=settings.seed)  # fmt: skip
+        checks = {"Original": candidate_audit(before.forget.probs, original_holdout)}
+        checks["Retrain"] = candidate_audit(reference.forget.probs, retrained_holdout[0])
+        checks["Retrain (floor seed)"] = candidate_audit(floor.forget.probs, retrained_holdout[1])
+        sanity[kind] = candidate_audit.summary() | {"train_seconds": seconds} | {
+            name: {"relative_auc": r.relative_auc, "at_target": r.at_target, "side": r.side, "loss_auc": r.loss_auc,
+                   "ks_pvalue": r.ks_pvalue, "confidence_auc": r.confidence_auc}
+            for name, r in checks.items()
+        }  # fmt: skip
+        if kind == settings.audit_reference:
+            audit, reference_seconds = candidate_audit, seconds
+            attacker = predict_unlearning_sets(candidate, tokenizer, request.forget, test, full_vocab=False,
+                                               batch_size=batch)  # fmt: skip
+    del trainer, candidates
     bar.update()
 
+    single_ms = None
+    if "Single adapter" in selected:
+        stage("Single adapter")
+        single_dir = workdir / "single_adapter"
+        trainer, metrics = train_recommender(
+            base, train, None, single_dir, _quiet(settings.recommender_config(single_dir), settings)
+        )
+        single = trainer.model
+        single_ms = model_ms(single)
+        single_preds = predict_unlearning_sets(single, tokenizer, request.forget, test, full_vocab=False,
+                                               batch_size=batch)  # fmt: skip
+        rows["Single adapter"] = _row(single_preds, None, None, count_trainable_parameters(single), single_ms,
+                                      single_ms, retrain_time)  # fmt: skip
+        del trainer, single
+    bar.update()
+
+    ctx = _Seed(settings, workdir, base, splits, request, one_user, original_dir, before, reference, floor, single_ms,
+                retrain_time, ms_per_sample, audit, holdout, attacker, reference_seconds)  # fmt: skip
     rows["Original"] = _row(before, reference, None, original_params, original_ms, single_ms, retrain_time)
     # Retrain follows the Original's recipe, so it trains the same parameters.
     rows["Retrain"] = _row(reference, floor, retrain_time, original_params, retrain_ms, single_ms, retrain_time)
-    rows["Single adapter"] = _row(single_preds, None, None, count_trainable_parameters(single), single_ms, single_ms,
-                                  retrain_time)  # fmt: skip
-    del trainer, single
-
-    ctx = _Seed(settings, workdir, base, splits, request, one_user, original_dir, before, reference, floor, single_ms,
-                retrain_time, ms_per_sample)  # fmt: skip
+    rows["Original"].update(_evidence(ctx, before, original_holdout, relearn["Original"]))
+    rows["Retrain"].update(_evidence(ctx, reference, retrained_holdout[0], relearn["Retrain"], retrained=floor))
     # Forgetting is only measurable if the Original memorised the forget set (more accurate and confident on it than
     # Retrain, and farther from it than the noise floor); otherwise the share of the gap closed is undefined.
     memorised = evaluate_unlearning(before, before, reference, retrained_other=floor, full_vocab=False)[
         "original_memorised"
     ]
     for name, (method, overrides) in APPROXIMATE_ROWS.items():
-        stage(name)
-        rows[name] = _approximate_row(ctx, name, method, overrides)
-        if not memorised:
-            rows[name]["gap_closed"] = None
+        if name in selected:
+            stage(name)
+            rows[name] = _approximate_row(ctx, name, method, overrides)
+            if not memorised:
+                rows[name]["gap_closed"] = None
         bar.update()
 
-    stage("APA")
-    rows.update(_shard_rows(ctx, "apa"))
+    if selected & set(APA_ROWS):
+        stage("APA")
+        rows.update({k: v for k, v in _shard_rows(ctx, "apa").items() if k in selected})
     bar.update()
     for name, partition in (("SISA", "random"), ("RecEraser-style", "user")):
-        stage(name)
-        rows.update(_shard_rows(ctx, name, partition_method=partition))
+        if name in selected:
+            stage(name)
+            rows.update(_shard_rows(ctx, name, partition_method=partition))
         bar.update()
 
     info = {
@@ -323,8 +436,42 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
         "data_sizes": {name: len(splits[name]) for name in splits},
         "noise_floor_jsd": rows["Retrain"]["jsd"],
         "original_memorised": memorised,
+        "audit": audit.summary() | {"reference": settings.audit_reference, "reference_seconds": reference_seconds},
+        "audit_sanity": sanity,
     }
-    return [{"method": name, **rows[name]} for name in ROWS], info
+    return [{"method": name, **rows[name]} for name in ROWS if name in rows], info
+
+
+def _relearn(model, tokenizer, forget, settings: BenchSettings) -> dict[str, float]:
+    from .evaluation import relearning_attack
+
+    return relearning_attack(model, tokenizer, forget, fraction=settings.relearn_fraction,
+                             epochs=settings.relearn_epochs, learning_rate=settings.full_learning_rate,
+                             batch_size=settings.batch_size, seed=settings.seed,
+                             scoring_batch_size=settings.inference_batch_size)  # fmt: skip
+
+
+def _evidence(ctx: "_Seed", preds, holdout_probs, relearn: dict[str, float], retrained=None) -> dict[str, Any]:
+    """The forgetting evidence of one model: the audit, forget quality, the MIA suite and the relearning attack."""
+    from .audit import forget_quality, membership_attacks
+
+    result = ctx.audit(preds.forget.probs, holdout_probs)
+    retrained = retrained or ctx.reference
+    return {
+        "audit_relative_auc": result.relative_auc,
+        "audit_target_relative_auc": result.target_relative_auc,
+        "audit_at_target": float(result.at_target),
+        "audit_loss_auc": result.loss_auc,
+        "audit_target_loss_auc": result.target_loss_auc,
+        "audit_ks_pvalue": result.ks_pvalue,
+        "audit_confidence_auc": result.confidence_auc,
+        "forget_quality": forget_quality(preds.forget.probs, retrained.forget.probs),
+        **membership_attacks(preds.forget.labels, preds.forget.probs, preds.test.labels, preds.test.probs,
+                             ctx.attacker.forget.probs, ctx.attacker.test.probs),  # fmt: skip
+        "relearn_auc_before": relearn["auc_before"],
+        "relearn_auc_after": relearn["auc_after"],
+        "relearn_gain": relearn["gain"],
+    }
 
 
 def _forget_request(prepared, settings: BenchSettings) -> dict[str, Any]:
@@ -345,7 +492,7 @@ def _largest_user(retain) -> str:
 
 def _approximate_row(ctx: _Seed, name: str, method: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Unlearn a fresh copy of the Original with an approximate method and measure it against Retrain."""
-    from .evaluation import evaluate_unlearning
+    from .evaluation import ModelPredictions, Predictions, evaluate_unlearning
     from .models import load_model
     from .scoring import score
     from .trainer import APPROXIMATE_METHODS
@@ -355,6 +502,7 @@ def _approximate_row(ctx: _Seed, name: str, method: str, overrides: dict[str, An
     values = dict(seed=settings.seed, logging_strategy="no", report_to="none",
                   per_device_eval_batch_size=settings.inference_batch_size, eval_on_forget=False,
                   disable_tqdm=settings.disable_tqdm)  # fmt: skip
+    values.update(audit_steps=settings.audit_steps, audit_samples=settings.audit_samples)
     if method == "e2urec":
         config = settings.e2urec_config(out, **(values | overrides))
     else:
@@ -363,15 +511,27 @@ def _approximate_row(ctx: _Seed, name: str, method: str, overrides: dict[str, An
         config = config_cls(output_dir=str(out), **(values | overrides))
     original, tokenizer = load_model(str(ctx.original_dir))
     trainer = trainer_cls(original, args=config, forget_dataset=request.forget, retain_dataset=request.retain,
-                          processing_class=tokenizer)  # fmt: skip
+                          processing_class=tokenizer, forget_audit=ctx.audit)  # fmt: skip
     trainer.train()
-    evidence = evaluate_unlearning(trainer, ctx.before, ctx.reference, retrained_other=ctx.floor, forget_dataset=request.forget,
-                                   test_dataset=test, tokenizer=tokenizer, full_vocab=False,
-                                   batch_size=settings.inference_batch_size)  # fmt: skip
     model = trainer.accelerator.unwrap_model(trainer.model)
-    ms = ctx.ms_per_sample(lambda ds: score(model, tokenizer, ds, batch_size=settings.inference_batch_size))
-    seconds = evidence["unlearning_time_s"]
-    return {
+    batch = settings.inference_batch_size
+    preds = ModelPredictions(
+        forget=Predictions(score(model, tokenizer, request.forget, batch_size=batch),
+                           np.asarray(request.forget["label"], dtype=int)),
+        test=Predictions(score(model, tokenizer, test, batch_size=batch), np.asarray(test["label"], dtype=int)),
+    )  # fmt: skip
+    evidence = evaluate_unlearning(preds, ctx.before, ctx.reference, retrained_other=ctx.floor,
+                                   unlearning_time=trainer.unlearning_runtime,
+                                   trainable_parameters=trainer.num_trainable_parameters, full_vocab=False)  # fmt: skip
+    ms = ctx.ms_per_sample(lambda ds: score(model, tokenizer, ds, batch_size=batch))
+    calibrated = trainer.audit_callback is not None
+    # A calibrated method needs the audit reference; when that was trained for the purpose, its time counts.
+    seconds = evidence["unlearning_time_s"] + (ctx.reference_seconds if calibrated else 0.0)
+    holdout = score(model, tokenizer, ctx.holdout, batch_size=batch)
+    extras = _evidence(ctx, preds, holdout, _relearn(model, tokenizer, request.forget, settings))
+    extras["stopped_at_step"] = trainer.audit_callback.stopped_at if calibrated else None
+    extras["alpha"] = getattr(trainer, "alpha", None)
+    return extras | {
         "auc": evidence["test_auc"],
         "acc": evidence["test_acc"],
         "logloss": evidence["test_logloss"],
@@ -382,7 +542,7 @@ def _approximate_row(ctx: _Seed, name: str, method: str, overrides: dict[str, An
         "unlearn_vs_retrain": seconds / ctx.retrain_time,
         "trainable_params": evidence["trainable_parameters"],
         "infer_ms_per_sample": ms,
-        "infer_vs_single": ms / ctx.single_ms,
+        "infer_vs_single": None if ctx.single_ms is None else ms / ctx.single_ms,
         "forget_auc": evidence["forget_auc"],
         "gap_closed": evidence["gap_closed"],
         "shards_retrained": None,
@@ -457,13 +617,13 @@ def _row(preds, reference, seconds, params, ms, single_ms, retrain_time) -> dict
         "unlearn_vs_retrain": None if seconds is None else seconds / retrain_time,
         "trainable_params": params,
         "infer_ms_per_sample": ms,
-        "infer_vs_single": ms / single_ms,
+        "infer_vs_single": None if single_ms is None else ms / single_ms,
         "forget_auc": metrics["forget_auc"],
         "gap_closed": None,
         "shards_retrained": None,
         "one_user_seconds": None,
         "one_user_shards_retrained": None,
-    }
+    } | {key: None for key in EXTRA_COLUMNS[5:]}
 
 
 def _quiet(config, settings: BenchSettings):
@@ -477,6 +637,52 @@ def _slug(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------- results
+
+
+def calibration_criteria(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """
+    The acceptance figures of calibrated forgetting, per approximate method, from the per-seed rows:
+
+    - `gap_seeds` / `gap_closed_mean`: seeds where the Original's JSD to Retrain is above 3× the floor, and the mean
+      share of the gap the method closed there (goal ≥ 0.8);
+    - `flat_seeds` / `jsd_rise_max_over_floor`: seeds where it is below 2× the floor (nothing measurable to forget),
+      and the largest rise of JSD over the Original's there, in units of that seed's floor (goal ≤ 1);
+    - `test_auc_drop_max`: the largest drop of test AUC below the Original's (goal ≤ 0.01);
+    - `mia_gap_max`: the largest |MIA AUC − Retrain's| on the forget set (goal ≤ 0.05);
+    - `time_ratio_mean`: unlearning time over Retrain's (goal ≤ 0.25; 0.15 hoped for).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    methods = [r["method"] for r in per_seed[0]["rows"] if r["method"] in APPROXIMATE_ROWS] if per_seed else []
+    for method in methods:
+        gap, flat, rise, drop, mia, ratio = [], [], [], [], [], []
+        for seed in per_seed:
+            rows = {r["method"]: r for r in seed["rows"]}
+            if method not in rows:
+                continue
+            row, original, retrain = rows[method], rows["Original"], rows["Retrain"]
+            floor = seed["noise_floor_jsd"]
+            if original["jsd"] > 3 * floor and original["jsd"] > floor:
+                gap.append(seed["seed"])
+                ratio_closed = (original["jsd"] - row["jsd"]) / (original["jsd"] - floor)
+                rise.append(("gap", ratio_closed))
+            elif original["jsd"] < 2 * floor:
+                flat.append(seed["seed"])
+                rise.append(("flat", (row["jsd"] - original["jsd"]) / floor if floor > 0 else float("inf")))
+            drop.append(original["auc"] - row["auc"])
+            mia.append(abs(row["mia_auc"] - retrain["mia_auc"]))
+            ratio.append(row["unlearn_vs_retrain"])
+        closed = [v for kind, v in rise if kind == "gap"]
+        rises = [v for kind, v in rise if kind == "flat"]
+        out[method] = {
+            "gap_seeds": gap,
+            "gap_closed_mean": float(np.mean(closed)) if closed else None,
+            "flat_seeds": flat,
+            "jsd_rise_max_over_floor": float(np.max(rises)) if rises else None,
+            "test_auc_drop_max": float(np.max(drop)) if drop else None,
+            "mia_gap_max": float(np.max(mia)) if mia else None,
+            "time_ratio_mean": float(np.mean(ratio)) if ratio else None,
+        }
+    return out
 
 
 def _mean(values) -> float | None:
@@ -578,6 +784,54 @@ def format_markdown(result: dict[str, Any]) -> str:
                 f"{_fmt(row.get('one_user_shards_retrained'), 'trainable_params')} | {_fmt(seconds, 'unlearn_seconds')} "
                 f"| {_fmt(ratio, 'unlearn_vs_retrain')} |"
             )
+    evidence = [row for row in result["rows"] if row.get("audit_relative_auc") is not None]
+    if evidence:
+        lines += [
+            "",
+            "| method | audit relative AUC (target) | at target | audit loss-AUC (target) | audit KS p | forget quality (KS p vs Retrain) | MIA loss "
+            "| MIA conf. | MIA entropy | MIA ref.-calibrated | relearn: forget AUC before → after (gain) | stopped at step "
+            "| α |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in evidence:
+            f = lambda key: "—" if row.get(key) is None else f"{row[key]:.3f}"  # noqa: E731
+            lines.append(
+                f"| {row['method']} | {f('audit_relative_auc')} ({f('audit_target_relative_auc')}) | "
+                f"{f('audit_at_target')} | {f('audit_loss_auc')} ({f('audit_target_loss_auc')}) | {f('audit_ks_pvalue')} | {f('forget_quality')} | {f('mia_loss')} | {f('mia_confidence')} | "
+                f"{f('mia_entropy')} | {f('mia_reference')} | {f('relearn_auc_before')} → {f('relearn_auc_after')} "
+                f"({f('relearn_gain')}) | {_opt(row.get('stopped_at_step'), '.1f')} | {_opt(row.get('alpha'), 'g')} |"
+            )
+    sanity = [(seed["seed"], seed.get("noise_floor_jsd"), seed.get("audit_sanity")) for seed in result.get("seeds", [])]
+    if any(checks for _, _, checks in sanity):
+        lines += [
+            "",
+            "| seed | audit reference | target relative AUC [interval] | Original | Retrain | Retrain (floor seed) |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for seed, _, checks in sanity:
+            for kind, c in (checks or {}).items():
+                cell = lambda name: f"{c[name]['relative_auc']:+.3f} ({'at' if c[name]['at_target'] else 'off'})"  # noqa: E731
+                lines.append(
+                    f"| {seed} | {kind} | {c['target_relative_auc']:+.3f} [{c['relative_interval'][0]:+.3f}, "
+                    f"{c['relative_interval'][1]:+.3f}] | {cell('Original')} | {cell('Retrain')} | "
+                    f"{cell('Retrain (floor seed)')} |"
+                )
+    criteria = result.get("criteria") or {}
+    if criteria:
+        lines += [
+            "",
+            "| method | seeds with gap > 3× floor | mean gap closed there (≥ 0.8) | seeds with gap < 2× floor "
+            "| max JSD rise there, × floor (≤ 1) | max test-AUC drop (≤ 0.01) | max \\|MIA − Retrain's\\| (≤ 0.05) "
+            "| × retrain (≤ 0.25) |",
+            "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for method, c in criteria.items():
+            f = lambda key: "—" if c.get(key) is None else f"{c[key]:.3f}"  # noqa: E731
+            lines.append(
+                f"| {method} | {c['gap_seeds']} | {f('gap_closed_mean')} | {c['flat_seeds']} | "
+                f"{f('jsd_rise_max_over_floor')} | {f('test_auc_drop_max')} | {f('mia_gap_max')} | "
+                f"{f('time_ratio_mean')} |"
+            )
     lines += [
         "",
         "JSD/L2: Yes/No distributions on the forget set against Retrain (Retrain's row: against its other seed, the "
@@ -585,6 +839,10 @@ def format_markdown(result: dict[str, Any]) -> str:
         "MIA AUC 0.5 = forget set indistinguishable from unseen test samples. APA(ND) uses sample-adaptive weights.",
     ]
     return "\n".join(lines)
+
+
+def _opt(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
 
 
 def _fmt(value, column: str) -> str:

@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", dest="bench_json", required=True, help="Write the results to this JSON file.")
     bench.add_argument("--plots", default=None, help="Write utility_vs_forgetting.png and time.png to this folder.")
     bench.add_argument("--tiny", action="store_true", help="A tiny configuration that checks the mechanics in ~1 min.")
+    bench.add_argument("--methods", default=None,
+                       help="Comma-separated rows to run, as printed in the table (Original and Retrain always run).")
 
     evaluate = sub.add_parser("evaluate", help="Score a trained run on one of its splits.")
     evaluate.add_argument("--run", required=True, help="Run directory written by `train` or `demo`.")
@@ -419,7 +421,8 @@ def _bench(args) -> None:
     settings = replace(settings, num_shards=shards, forget_fraction=args.forget_fraction)
     # Trainers print their logs on stdout: `main` sends them to stderr, and the table goes to the real stdout.
     result = run_bench(args.data, model=args.model, preset=args.preset, seeds=args.seeds, settings=settings,
-                       output_dir=args.output_dir, json_path=args.bench_json, plots_dir=args.plots)  # fmt: skip
+                       output_dir=args.output_dir, json_path=args.bench_json, plots_dir=args.plots,
+                       methods=args.methods.split(",") if args.methods else None)  # fmt: skip
     print(format_markdown(result), file=args.stdout)
     return None
 

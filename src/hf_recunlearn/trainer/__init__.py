@@ -15,6 +15,7 @@ from .rec_trainer import RecTrainer, compute_utility_metrics, default_target_mod
 from .retrain import retrain_reference
 from .sisa_config import SISAConfig
 from .sisa_trainer import SISATrainer
+from .stopping import AuditRecord, AuditStoppingCallback
 
 
 # The approximate unlearning methods by the name the CLI and the benchmarks use: (trainer class, config class).
@@ -30,6 +31,8 @@ __all__ = [
     "APAConfig",
     "APAEventReport",
     "APATrainer",
+    "AuditRecord",
+    "AuditStoppingCallback",
     "BadTeacherConfig",
     "BadTeacherTrainer",
     "E2URecConfig",

@@ -10,6 +10,7 @@ from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel
 
 from ..losses import kl_divergence
+from ..audit import ForgetAudit
 from ..models import load_model
 from .bad_teacher_config import BadTeacherConfig
 from .base_trainer import StudentOutputs, UnlearningTrainer
@@ -68,6 +69,7 @@ class BadTeacherTrainer(UnlearningTrainer):
         optimizers=(None, None),
         forget_dataset: Dataset | None = None,
         retain_dataset: Dataset | None = None,
+        forget_audit: ForgetAudit | None = None,
         peft_config: LoraConfig | None = None,
     ):
         if isinstance(bad_teacher_model, str):
@@ -85,6 +87,7 @@ class BadTeacherTrainer(UnlearningTrainer):
             optimizers=optimizers,
             forget_dataset=forget_dataset,
             retain_dataset=retain_dataset,
+            forget_audit=forget_audit,
             peft_config=peft_config,
         )
 

@@ -8,6 +8,7 @@ from .rec_config import RecConfig
 
 
 KL_SCOPES = ("yes_no", "full")
+STOPPING_RULES = ("audit", "fixed")
 
 
 @dataclass
@@ -37,6 +38,16 @@ class UnlearningConfig(RecConfig):
             Prompts per forward pass when the fixed teacher outputs are computed before training.
         eval_on_forget (`bool`, *optional*, defaults to `True`):
             `evaluate()` also scores the forget set and reports `eval_forget_auc`, `eval_forget_confidence`, ...
+        stopping (`str`, *optional*, defaults to `"audit"`):
+            `"audit"`: with a `forget_audit` given to the trainer, audit the original first (zero steps when it is
+            already at the target: nothing measurable to forget), then every `audit_steps` steps, and stop as soon as
+            the audit puts the model at the target (see [`~hf_recunlearn.trainer.stopping.AuditStoppingCallback`]);
+            `num_train_epochs` is then the most it trains. `"fixed"`: train `num_train_epochs` whatever happens (the
+            papers' setting). Without a `forget_audit` the schedule is fixed either way.
+        audit_steps (`int`, *optional*, defaults to `10`):
+            Optimizer steps between two audits.
+        audit_samples (`int`, *optional*, defaults to `256`):
+            Rows of the forget set and of the hold-out set scored per audit (0 = all).
     """
 
     retain_per_forget: int = field(
@@ -59,8 +70,24 @@ class UnlearningConfig(RecConfig):
         default=True, metadata={"help": "Also report forgetting metrics on the forget set in evaluate()."}
     )
 
+    stopping: str = field(
+        default="audit",
+        metadata={"help": "Stop where the forget audit reaches its target ('audit', needs a `forget_audit`) or train "
+                          "the fixed schedule ('fixed', the papers').", "choices": list(STOPPING_RULES)},
+    )  # fmt: skip
+    audit_steps: int = field(default=10, metadata={"help": "Optimizer steps between two forget audits."})
+    audit_samples: int = field(
+        default=256, metadata={"help": "Rows of the forget and hold-out sets scored per audit (0 = all)."}
+    )
+
     def __post_init__(self):
         super().__post_init__()
+        if self.stopping not in STOPPING_RULES:
+            raise ValueError(f"`stopping` must be one of {STOPPING_RULES}, got {self.stopping!r}.")
+        if self.audit_steps < 1:
+            raise ValueError(f"`audit_steps` must be >= 1, got {self.audit_steps}: the steps between two audits.")
+        if self.audit_samples < 0:
+            raise ValueError(f"`audit_samples` must be >= 0 (0 = every row), got {self.audit_samples}.")
         if self.retain_per_forget < 1:
             raise ValueError(
                 f"`retain_per_forget` must be >= 1, got {self.retain_per_forget}. Each forgotten sample is paired "

@@ -16,13 +16,16 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import EvalPrediction, PreTrainedModel, Trainer, set_seed
+from transformers.trainer_utils import TrainOutput
 
+from ..audit import ForgetAudit
 from ..losses import token_cross_entropy
 from ..metrics import mean_confidence, utility_metrics
 from ..models import count_trainable_parameters, is_quantized, is_seq2seq, load_model, prepare_model_for_training
 from ..scoring import AnswerTokens, answer_logits, make_collator, yes_no_logits
 from .base_config import UnlearningConfig
 from .rec_trainer import RecTrainer, make_lora_config
+from .stopping import AuditStoppingCallback
 
 
 logger = logging.getLogger(__name__)
@@ -141,6 +144,9 @@ class UnlearningTrainer(Trainer):
         forget_dataset (`Dataset`): the samples to forget (columns `prompt`, `completion`, `label`, and `sample_id`
             when the retained set is derived from `train_dataset`).
         retain_dataset (`Dataset`, *optional*): the retained samples; default `train_dataset` minus `forget_dataset`.
+        forget_audit ([`~hf_recunlearn.audit.ForgetAudit`], *optional*): the retrain-free target of the stopping
+            rule (`args.stopping="audit"`, the default): the run audits the original first and stops where the
+            audit reaches the target. Without it the run trains its fixed schedule.
         peft_config (`peft.LoraConfig`, *optional*): the student adapter; built from `args` when not given.
     """
 
@@ -165,6 +171,7 @@ class UnlearningTrainer(Trainer):
         optimizers=(None, None),
         forget_dataset: Dataset | None = None,
         retain_dataset: Dataset | None = None,
+        forget_audit: ForgetAudit | None = None,
         peft_config: LoraConfig | None = None,
     ):
         args = self._check_args(args, model)
@@ -194,10 +201,39 @@ class UnlearningTrainer(Trainer):
                 optimizers=optimizers,
             )
         self._metrics: dict[str, list[float]] = defaultdict(list)
+        self.forget_audit = forget_audit
+        self.audit_callback = self._stopping_callback(args, forget_audit)
 
     # ------------------------------------------------------------------ setup
     # `__init__` runs these hooks in order; an exact method (APA) overrides the ones about the student and the
     # forget/retain pairing, and keeps the argument checks, the forget-set matching and the rest of `Trainer`.
+
+    def _stopping_callback(self, args, forget_audit: ForgetAudit | None) -> AuditStoppingCallback | None:
+        """
+        The audit-based stopping rule: one passed in `callbacks`, else one built from `args` when `forget_audit` is
+        given and `args.stopping == "audit"`; `None` trains the fixed schedule.
+        """
+        given = next((cb for cb in self.callback_handler.callbacks if isinstance(cb, AuditStoppingCallback)), None)
+        if given is not None or getattr(args, "stopping", "fixed") != "audit":
+            return given
+        if forget_audit is None:
+            logger.info(
+                "%s: no `forget_audit` was given, so the run trains its fixed schedule (%s epochs). Pass a "
+                "`ForgetAudit` to stop where a model that never saw the forget set would be, or set "
+                "`stopping='fixed'` to say the fixed schedule is meant.",
+                type(self).__name__,
+                args.num_train_epochs,
+            )
+            return None
+        callback = AuditStoppingCallback(
+            forget_audit,
+            every=args.audit_steps,
+            samples=args.audit_samples,
+            batch_size=args.teacher_batch_size,
+            seed=args.seed,
+        )
+        self.add_callback(callback)
+        return callback
 
     def _default_output_dir(self, model) -> str:
         """`output_dir` of the configuration built when `args` is not given."""
@@ -520,7 +556,29 @@ class UnlearningTrainer(Trainer):
     # ------------------------------------------------------------------ training
 
     def train(self, *args, **kwargs):
+        """
+        `Trainer.train`, after computing the fixed teacher outputs. With an audit-based stopping rule the original is
+        audited first: when it is already at the target there is nothing measurable to forget, and the run trains
+        zero steps (said in the log, in the returned metrics and in the model card).
+        """
         start = time.perf_counter()
+        callback = self.audit_callback
+        if callback is not None and not callback.history:
+            result = callback.check(self._unwrapped, self.processing_class, step=0)
+            if result.at_target:
+                callback.stopped_at = 0
+                self.unlearning_runtime = time.perf_counter() - start
+                logger.warning(
+                    "%s: nothing measurable to forget. The original is already where a model that never saw the "
+                    "forget set is (relative AUC %.4f, target interval %.4f–%.4f): trained zero steps.",
+                    type(self).__name__,
+                    result.relative_auc,
+                    *result.relative_interval,
+                )
+                metrics = {"train_runtime": self.unlearning_runtime, "teacher_runtime": 0.0,
+                           "unlearning_runtime": self.unlearning_runtime, **self._audit_metrics()}  # fmt: skip
+                self.state.global_step = 0
+                return TrainOutput(0, 0.0, metrics)
         if self.teacher_outputs is None:
             self.teacher_outputs = self.compute_teacher_outputs()
             self.teacher_runtime = time.perf_counter() - start
@@ -528,7 +586,49 @@ class UnlearningTrainer(Trainer):
         self.unlearning_runtime = time.perf_counter() - start
         output.metrics["teacher_runtime"] = self.teacher_runtime
         output.metrics["unlearning_runtime"] = self.unlearning_runtime
+        output.metrics.update(self._audit_metrics())
+        if callback is not None:
+            logger.info("%s: %s", type(self).__name__, self._audit_sentence())
         return output
+
+    def _audit_metrics(self) -> dict[str, float]:
+        """What the stopping rule decided, as training metrics (`audit_...`); empty without one."""
+        callback = self.audit_callback
+        if callback is None or not callback.history:
+            return {}
+        last = callback.history[-1].result
+        return {
+            "audit_stopped_at_step": -1 if callback.stopped_at is None else callback.stopped_at,
+            "audit_zero_steps": float(callback.stopped_at == 0),
+            "audit_original_relative_auc": callback.history[0].result.relative_auc,
+            "audit_relative_auc": last.relative_auc,
+            "audit_target_relative_auc": last.target_relative_auc,
+            "audit_loss_auc": last.loss_auc,
+            "audit_ks_pvalue": last.ks_pvalue,
+        }
+
+    def _audit_sentence(self) -> str:
+        """One sentence on the stopping rule's decision, for the log and the model card."""
+        callback = self.audit_callback
+        if callback is None or not callback.history:
+            return "No forget audit: the fixed schedule was trained."
+        first, last = callback.history[0].result, callback.history[-1].result
+        lo, hi = last.relative_interval
+        if callback.stopped_at == 0:
+            return (
+                f"Nothing measurable to forget: the original was already at the audit's target (relative AUC "
+                f"{first.relative_auc:+.4f}, target interval {lo:+.4f} to {hi:+.4f}), so zero training steps were run."
+            )
+        if callback.stopped_at is not None:
+            return (
+                f"Stopped by the forget audit at step {callback.stopped_at}: relative AUC {first.relative_auc:+.4f} → "
+                f"{last.relative_auc:+.4f} (target {last.target_relative_auc:+.4f}, interval {lo:+.4f} to {hi:+.4f})."
+            )
+        return (
+            f"The forget audit never reached its target within the schedule: relative AUC "
+            f"{first.relative_auc:+.4f} → {last.relative_auc:+.4f} (target {last.target_relative_auc:+.4f}, interval "
+            f"{lo:+.4f} to {hi:+.4f})."
+        )
 
     def student_forward(self, model, inputs: dict[str, torch.Tensor]) -> StudentOutputs:
         """One forward pass of the student over a paired batch (forgotten and retained rows together)."""
@@ -695,6 +795,10 @@ class UnlearningTrainer(Trainer):
             *[f"- {key.replace('_', ' ')}: `{value}`" for key, value in summary.items()],
             "",
             "User ids are never written here.",
+            "",
+            "## Forgetting audit",
+            "",
+            self._audit_sentence(),
             "",
             "## Method hyperparameters",
             "",

@@ -75,6 +75,12 @@ class E2URecConfig(UnlearningConfig):
             Its batch size.
         forget_only_epochs (`float`, *optional*, defaults to `0.0`):
             Epochs at the start that optimise `L_FGT` alone. The authors' code runs one such epoch; eq. 7 has none.
+        calibrate_alpha (`bool`, *optional*, defaults to `True`):
+            With a forget audit (`E2URecTrainer(..., forget_audit=...)`), α is chosen before training: the smallest
+            of `alpha_candidates` whose forgetting teacher the audit puts at or past its target. `False` (or no
+            audit) uses the fixed `alpha`.
+        alpha_candidates (`list[float]`, *optional*, defaults to `[0.5, 1, 2, 4, 8, 16, 32, 64, 128]`):
+            The α values the calibration tries, smallest first; the largest is used when none reaches the target.
     """
 
     learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the student (reference: 1e-3)."})
@@ -110,6 +116,15 @@ class E2URecConfig(UnlearningConfig):
     forget_only_epochs: float = field(
         default=0.0, metadata={"help": "Initial epochs optimising L_FGT alone (authors' code: 1; eq. 7: 0)."}
     )
+    calibrate_alpha: bool = field(
+        default=True,
+        metadata={"help": "With a forget audit, choose α from `alpha_candidates` so that the forgetting teacher "
+                          "reaches the audit's target (False: the fixed `alpha`)."},
+    )  # fmt: skip
+    alpha_candidates: list[float] = field(
+        default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+        metadata={"help": "α values the calibration tries, smallest first."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -136,6 +151,10 @@ class E2URecConfig(UnlearningConfig):
             raise ValueError(f"`augment_epochs` must be > 0, got {self.augment_epochs}.")
         if self.augment_batch_size < 1:
             raise ValueError(f"`augment_batch_size` must be >= 1, got {self.augment_batch_size}.")
+        if not self.alpha_candidates or any(a < 0 for a in self.alpha_candidates):
+            raise ValueError(
+                f"`alpha_candidates` must be a non-empty list of values >= 0, got {self.alpha_candidates}."
+            )
         if self.forget_only_epochs < 0:
             raise ValueError(f"`forget_only_epochs` must be >= 0, got {self.forget_only_epochs}.")
 

@@ -15,6 +15,7 @@ from transformers import PreTrainedModel
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..losses import e2urec_loss, forgetting_teacher_logits, kl_divergence
+from ..audit import ForgetAudit
 from ..models import is_quantized, load_model
 from .base_trainer import StudentOutputs, UnlearningTrainer
 from .e2urec_config import E2URecConfig
@@ -89,6 +90,7 @@ class E2URecTrainer(UnlearningTrainer):
         optimizers=(None, None),
         forget_dataset: Dataset | None = None,
         retain_dataset: Dataset | None = None,
+        forget_audit: ForgetAudit | None = None,
         peft_config: LoraConfig | None = None,
     ):
         if isinstance(augmented_model, str):
@@ -100,6 +102,8 @@ class E2URecTrainer(UnlearningTrainer):
         self.augmented_shift: float | None = None
         self.teacher_shift: float | None = None
         self._augment_source: PreTrainedModel | None = None
+        self.alpha: float | None = None  # α in effect (calibrated or `args.alpha`), set by `train()`
+        self.alpha_search: list[dict] = []
         super().__init__(
             model,
             args=args,
@@ -112,6 +116,7 @@ class E2URecTrainer(UnlearningTrainer):
             optimizers=optimizers,
             forget_dataset=forget_dataset,
             retain_dataset=retain_dataset,
+            forget_audit=forget_audit,
             peft_config=peft_config,
         )
 
@@ -142,12 +147,42 @@ class E2URecTrainer(UnlearningTrainer):
         """
         original_forget = self.teacher_logits(None, self.forget_dataset)
         augmented_forget = self._augmented_logits()
-        forget = forgetting_teacher_logits(
-            original_forget, augmented_forget, self.args.alpha, form=self.args.teacher_form
-        )
+        self.alpha = self._calibrated_alpha(original_forget, augmented_forget)
+        forget = forgetting_teacher_logits(original_forget, augmented_forget, self.alpha, form=self.args.teacher_form)
         self._check_teacher_shift(original_forget, augmented_forget, forget)
         retain = self.teacher_logits(None, self.paired_retain_dataset)
         return {"forget": forget, "retain": retain}
+
+    def _calibrated_alpha(self, original: torch.Tensor, augmented: torch.Tensor) -> float:
+        """
+        α of the forgetting teacher: `args.alpha` on the fixed schedule; with a forget audit and
+        `args.calibrate_alpha`, the smallest of `args.alpha_candidates` whose teacher the audit puts at or past its
+        target (the relative AUC of the teacher's answers on the forget set against the original's on the hold-out
+        rows — the teacher only changes the forgotten answers), else the largest. The search is recorded in
+        `self.alpha_search`.
+        """
+        callback = self.audit_callback
+        if callback is None or not self.args.calibrate_alpha:
+            return self.args.alpha
+        from ..scoring import score
+
+        audit = callback.audit
+        rows = torch.as_tensor(audit.forget_rows, dtype=torch.long)
+        holdout = score(self._unwrapped, self.processing_class, audit.holdout_dataset,
+                        batch_size=self.args.teacher_batch_size)  # fmt: skip  (the student is still zero: the original)
+        self.alpha_search = []
+        chosen = None
+        for alpha in sorted(self.args.alpha_candidates):
+            teacher = forgetting_teacher_logits(original[rows], augmented[rows], alpha, form=self.args.teacher_form)
+            probs = torch.softmax(self._in_scope(teacher, "yes_no") if teacher.shape[-1] > 2 else teacher, -1)[:, 1]
+            result = audit(probs.double().numpy(), holdout)
+            self.alpha_search.append({"alpha": alpha, "relative_auc": result.relative_auc, "side": result.side})
+            if result.relative_auc <= result.target_relative_auc:
+                chosen = alpha
+                break
+        chosen = chosen if chosen is not None else max(self.args.alpha_candidates)
+        logger.info("E2URec: α calibrated on the forget audit to %s (search: %s)", chosen, self.alpha_search)
+        return float(chosen)
 
     def _check_teacher_shift(self, original: torch.Tensor, augmented: torch.Tensor, teacher: torch.Tensor) -> None:
         """Record how far the augmented model and the forgetting teacher moved the answers; warn if nowhere."""
