@@ -301,6 +301,10 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     # The audit's hold-out rows: the validation rows of the users who were not forgotten (never trained on).
     forgotten = set(request.user_ids)
     holdout = splits["valid"].filter(lambda row: row["user_id"] not in forgotten)
+    if len(set(holdout["label"])) < 2:  # a tiny split: add the test rows of the same users (also never trained on)
+        from datasets import concatenate_datasets
+
+        holdout = concatenate_datasets([holdout, test.filter(lambda row: row["user_id"] not in forgotten)])
 
     def ms_per_sample(predict: Callable[[Any], Any]) -> float:
         return best_ms_per_sample(lambda: predict(timing), len(timing), repeats=settings.timing_repeats)
