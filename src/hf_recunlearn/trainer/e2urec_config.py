@@ -88,8 +88,8 @@ class E2URecConfig(UnlearningConfig):
             Epochs at the start that optimise `L_FGT` alone. The authors' code runs one such epoch; eq. 7 has none.
         calibrate_alpha (`bool`, *optional*, defaults to `True`):
             With a forget audit (`E2URecTrainer(..., forget_audit=...)`), α is chosen before training: the smallest
-            of `alpha_candidates` whose forgetting teacher the audit puts at or past its target. `False` (or no
-            audit) uses the fixed `alpha`.
+            of `alpha_candidates` whose forgetting teacher the audit puts at or below the target's centre. `False`
+            (or no audit) uses the fixed `alpha`.
         alpha_candidates (`list[float]`, *optional*, defaults to `[0.5, 1, 2, 4, 8, 16, 32, 64, 128]`):
             The α values the calibration tries, smallest first; the largest is used when none reaches the target.
     """

@@ -156,8 +156,8 @@ class E2URecTrainer(UnlearningTrainer):
     def _calibrated_alpha(self, original: torch.Tensor, augmented: torch.Tensor) -> float:
         """
         α of the forgetting teacher: `args.alpha` on the fixed schedule; with a forget audit and
-        `args.calibrate_alpha`, the smallest of `args.alpha_candidates` whose teacher the audit puts at or past its
-        target (the relative AUC of the teacher's answers on the forget set against the original's on the hold-out
+        `args.calibrate_alpha`, the smallest of `args.alpha_candidates` whose teacher the audit puts at or below the
+        target's centre (the relative AUC of the teacher's answers on the forget set against the original's on the hold-out
         rows — the teacher only changes the forgotten answers), else the largest. The search is recorded in
         `self.alpha_search`.
         """
