@@ -1,4 +1,4 @@
-"""A retrain-free forgetting audit: does the forget set look, to a model, the way it looks to a model that never saw it?
+"""A retrain-free forgetting audit: does a model see the forget set the way a model that never saw it does?
 
 The retrained model is what approximate unlearning exists to avoid paying for, so it cannot be the target at run
 time. [`ForgetAudit`] replaces it with a *reference model* that never saw the forgotten data and costs a fraction of
@@ -353,7 +353,8 @@ class ForgetAudit:
         holdout_probs = np.asarray(holdout_probs, dtype=np.float64).reshape(-1)
         if len(forget_probs) != len(self.forget_labels) or len(holdout_probs) != len(self.holdout_labels):
             raise ValueError(
-                f"The audit was built on {len(self.forget_labels)} forget and {len(self.holdout_labels)} hold-out rows, "
+                f"The audit was built on {len(self.forget_labels)} forget and {len(self.holdout_labels)} hold-out "
+                "rows, "
                 f"got scores for {len(forget_probs)} and {len(holdout_probs)}. Score the same rows, in order."
             )
         loss_auc = self._point(-self._losses(forget_probs, holdout_probs))
@@ -382,13 +383,14 @@ class ForgetAudit:
         )
 
     def audit_model(self, model, tokenizer, batch_size: int = 64) -> AuditResult:
-        """Score the audit's rows with `model` and audit it (needs the datasets: build with `from_model`/`from_probs`)."""
+        """Score the audit's rows with `model` and audit it (needs the datasets: `from_model` / `from_probs`)."""
         from .scoring import score
 
         if self.forget_dataset is None or self.holdout_dataset is None:
             raise ValueError(
                 "This audit holds no datasets to score a model on; build it with `ForgetAudit.from_model(...)` or "
-                "`ForgetAudit.from_probs(...)`, or call it with the model's scores: `audit(forget_probs, holdout_probs)`."
+                "`ForgetAudit.from_probs(...)`, or call it with the model's scores: "
+                "`audit(forget_probs, holdout_probs)`."
             )
         return self(
             score(model, tokenizer, self.forget_dataset, batch_size=batch_size),

@@ -526,7 +526,8 @@ def _approximate_row(ctx: _Seed, name: str, method: str, overrides: dict[str, An
     )  # fmt: skip
     evidence = evaluate_unlearning(preds, ctx.before, ctx.reference, retrained_other=ctx.floor,
                                    unlearning_time=trainer.unlearning_runtime,
-                                   trainable_parameters=trainer.num_trainable_parameters, full_vocab=False)  # fmt: skip
+                                   trainable_parameters=trainer.num_trainable_parameters,
+                                   full_vocab=False)  # fmt: skip
     ms = ctx.ms_per_sample(lambda ds: score(model, tokenizer, ds, batch_size=batch))
     calibrated = trainer.audit_callback is not None
     # A calibrated method needs the audit reference; when that was trained for the purpose, its time counts.
@@ -792,27 +793,28 @@ def format_markdown(result: dict[str, Any]) -> str:
     if evidence:
         lines += [
             "",
-            "| method | audit relative AUC (target) | at target | audit loss-AUC (target) | audit KS p | forget quality (KS p vs Retrain) | MIA loss "
-            "| MIA conf. | MIA entropy | MIA ref.-calibrated | relearn: forget AUC before → after (gain) | stopped at step "
-            "| α |",
+            "| method | audit relative AUC (target) | at target | audit loss-AUC (target) | audit KS p "
+            "| forget quality (KS p vs Retrain) | MIA loss | MIA conf. | MIA entropy | MIA ref.-calibrated "
+            "| relearn: forget AUC before → after (gain) | stopped at step | α |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in evidence:
             f = lambda key: "—" if row.get(key) is None else f"{row[key]:.3f}"  # noqa: E731
             lines.append(
                 f"| {row['method']} | {f('audit_relative_auc')} ({f('audit_target_relative_auc')}) | "
-                f"{f('audit_at_target')} | {f('audit_loss_auc')} ({f('audit_target_loss_auc')}) | {f('audit_ks_pvalue')} | {f('forget_quality')} | {f('mia_loss')} | {f('mia_confidence')} | "
+                f"{f('audit_at_target')} | {f('audit_loss_auc')} ({f('audit_target_loss_auc')}) | "
+                f"{f('audit_ks_pvalue')} | {f('forget_quality')} | {f('mia_loss')} | {f('mia_confidence')} | "
                 f"{f('mia_entropy')} | {f('mia_reference')} | {f('relearn_auc_before')} → {f('relearn_auc_after')} "
                 f"({f('relearn_gain')}) | {_opt(row.get('stopped_at_step'), '.1f')} | {_opt(row.get('alpha'), 'g')} |"
             )
-    sanity = [(seed["seed"], seed.get("noise_floor_jsd"), seed.get("audit_sanity")) for seed in result.get("seeds", [])]
-    if any(checks for _, _, checks in sanity):
+    sanity = [(seed["seed"], seed.get("audit_sanity")) for seed in result.get("seeds", [])]
+    if any(checks for _, checks in sanity):
         lines += [
             "",
             "| seed | audit reference | target relative AUC [interval] | Original | Retrain | Retrain (floor seed) |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
-        for seed, _, checks in sanity:
+        for seed, checks in sanity:
             for kind, c in (checks or {}).items():
                 cell = lambda name: f"{c[name]['relative_auc']:+.3f} ({'at' if c[name]['at_target'] else 'off'})"  # noqa: E731
                 lines.append(
