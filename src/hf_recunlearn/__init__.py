@@ -1,7 +1,7 @@
 """hf_recunlearn: make LLM-based recommenders forget (E2URec, APA) on transformers + PEFT.
 
 The public names below are imported lazily (PEP 562), so `import hf_recunlearn` is cheap and does not import
-`huggingface_hub` before a test harness has pointed it at a local Hub (see `hf_recunlearn.testing`).
+`huggingface_hub` before a test harness has pointed it at a local Hub (the tests' `tests/hub_server.py`).
 """
 
 from __future__ import annotations
