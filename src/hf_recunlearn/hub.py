@@ -664,7 +664,7 @@ def _rerender_card(api, repo_id: str, revision: str, method: str, versions: list
     """The card of the head, rendered again with the final version statuses (metadata kept from the current card)."""
     from huggingface_hub import ModelCard
 
-    from .apa_recommender import CONFIG_NAME
+    from .apa_format import CONFIG_NAME
 
     try:
         current = ModelCard.load(repo_id, token=token)
@@ -763,7 +763,7 @@ def push(
         [`HubAuthError`], [`HubConflictError`] (the Hub is ahead of, or diverged from, the local directory, or
         another push landed first: pull first), [`HubPushError`] (network or server failure; re-run).
     """
-    from .apa_recommender import CONFIG_NAME, read_apa_directory
+    from .apa_format import CONFIG_NAME, read_apa_directory
 
     directory = Path(directory)
     if not (directory / CONFIG_NAME).is_file():
@@ -980,7 +980,7 @@ def pull(
     """
     from huggingface_hub import snapshot_download
 
-    from .apa_recommender import CONFIG_NAME, read_apa_directory
+    from .apa_format import CONFIG_NAME, read_apa_directory
 
     api = _api(token)
     sha = _resolve_revision(api, repo_id, revision, token)
