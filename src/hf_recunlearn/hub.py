@@ -44,6 +44,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from .cards import CITATIONS as _CITATIONS
+from .cards import model_card_template
 from .controller import CONTROLLER_DIR, crash_point
 
 
@@ -58,38 +60,7 @@ _LOCAL_BASE_TEXT = "a base model that is not on the Hub (pass `base_model=` when
 _GENERATED = {VERSIONS_FILE, CARD_FILE}
 _KEPT_REMOTE = {".gitattributes"}  # files the Hub creates, never deleted by a push
 
-CITATIONS = {
-    "apa": {
-        "title": "Exact and Efficient Unlearning for Large Language Model-based Recommendation",
-        "authors": "Hu et al.",
-        "year": 2024,
-        "arxiv": "2404.10327",
-        "bibtex": (
-            "@article{hu2024exact,\n"
-            "  title   = {Exact and Efficient Unlearning for Large Language Model-based Recommendation},\n"
-            "  author  = {Hu, Zhiyu and Zhang, Yang and Xiao, Minghao and Wang, Wenjie and Feng, Fuli and "
-            "He, Xiangnan},\n"
-            "  journal = {arXiv preprint arXiv:2404.10327},\n"
-            "  year    = {2024}\n"
-            "}"
-        ),
-    },
-    "e2urec": {
-        "title": "Towards Efficient and Effective Unlearning of Large Language Models for Recommendation",
-        "authors": "Wang et al.",
-        "year": 2024,
-        "arxiv": "2403.03536",
-        "bibtex": (
-            "@article{wang2024towards,\n"
-            "  title   = {Towards Efficient and Effective Unlearning of Large Language Models for Recommendation},\n"
-            "  author  = {Wang, Hangyu and Lin, Jianghao and Chen, Bo and Yang, Yang and Tang, Ruiming and Zhang, "
-            "Weinan and Yu, Yong},\n"
-            "  journal = {arXiv preprint arXiv:2403.03536},\n"
-            "  year    = {2024}\n"
-            "}"
-        ),
-    },
-}
+CITATIONS = _CITATIONS  # the one citation table (hf_recunlearn.cards), under its old name
 _METHOD_TITLES = {
     "apa": "APA (exact unlearning)",
     "e2urec": "an E2URec-unlearned recommender adapter",
@@ -355,17 +326,6 @@ def _read_remote_json(repo_id: str, path: str, revision: str, token) -> dict | N
 # Model cards
 
 
-def model_card_template(method: str) -> Path:
-    """Path of the shipped Jinja template for `method` (`"apa"`; every adapter method uses `"e2urec"`'s)."""
-    name = "apa.md" if method == "apa" else "e2urec.md"
-    path = Path(__file__).resolve().parent / "model_cards" / name
-    if not path.is_file():  # e.g. a zipped install: ask importlib for it
-        from importlib.resources import files
-
-        path = Path(str(files("hf_recunlearn") / "model_cards" / name))
-    return path
-
-
 def _log_rows(versions: list[dict]) -> list[dict]:
     rows = []
     for v in versions:
@@ -389,6 +349,8 @@ def render_model_card(
     datasets: list[str] | None = None,
     metrics: dict[str, float] | None = None,
     apa_meta: dict | None = None,
+    license: str | None = None,
+    tags: list[str] | None = None,
 ):
     """
     The model card of a version, rendered from the shipped template (`model_cards/apa.md` or `e2urec.md`).
@@ -401,6 +363,8 @@ def render_model_card(
         datasets (`list[str]`, *optional*): Hub dataset ids the model was trained on.
         metrics (`dict`, *optional*): metric name -> value of the current version.
         apa_meta (`dict`, *optional*): the `apa_config.json` of an APA version.
+        license (`str`, *optional*): the card's `license` (a Hub license id such as `"apache-2.0"`, or `"other"`).
+        tags (`list[str]`, *optional*): tags added to the library's own (`hf_recunlearn`, the method, ...).
 
     Returns:
         `huggingface_hub.ModelCard`
@@ -410,10 +374,12 @@ def render_model_card(
     from .models import is_hub_model_id
 
     metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tags = BASE_TAGS + [method if method != "original" else "tallrec"]
+    own = BASE_TAGS + [method if method != "original" else "tallrec"]
+    tags = own + [t for t in (tags or []) if t not in own]
     base_id = base_model if is_hub_model_id(base_model) else None
     card_data = ModelCardData(
         library_name="peft",
+        license=license,
         base_model=base_id,
         tags=tags,
         datasets=list(datasets) if datasets else None,
@@ -674,7 +640,7 @@ def _rerender_card(api, repo_id: str, revision: str, method: str, versions: list
     newest = versions[-1] if versions else {}
     return render_model_card(
         method, repo_id, versions, base_model=current.data.base_model, datasets=current.data.datasets,
-        metrics=newest.get("metrics"), apa_meta=apa_meta,
+        metrics=newest.get("metrics"), apa_meta=apa_meta, license=current.data.license, tags=current.data.tags,
     )  # fmt: skip
 
 
@@ -736,6 +702,8 @@ def push(
     metrics: dict[str, float] | None = None,
     datasets: list[str] | None = None,
     base_model: str | None = None,
+    license: str | None = None,
+    tags: list[str] | None = None,
     commit_message: str | None = None,
     token: str | bool | None = None,
     _before_commit=None,
@@ -753,6 +721,7 @@ def push(
         metrics (`dict`, *optional*): metric name -> value of this version (card and version list).
         datasets (`list[str]`, *optional*): Hub dataset ids for the card metadata.
         base_model (`str`, *optional*): overrides the base model recorded in `apa_config.json` for the card.
+        license (`str`, *optional*), tags (`list[str]`, *optional*): the card's `license` and extra tags.
         commit_message (`str`, *optional*): defaults to a summary of the event.
         token (`str`, *optional*): a Hub token with write access; defaults to the logged-in one.
 
@@ -811,7 +780,7 @@ def push(
         versions = _merge_versions(remote, new_entries, purge)
     card = render_model_card(
         "apa", repo_id, versions, base_model=base_model or meta.get("base_model"), datasets=datasets,
-        metrics=metrics, apa_meta=meta,
+        metrics=metrics, apa_meta=meta, license=license, tags=tags,
     )  # fmt: skip
     files: dict[str, Path | bytes] = dict(_local_files(directory))
     if remote.latest == version:  # resuming an interrupted push: the weights must be the ones on the Hub
@@ -844,6 +813,8 @@ def push_adapter(
     base_model: str | None = None,
     datasets: list[str] | None = None,
     users_removed: int = 0,
+    license: str | None = None,
+    tags: list[str] | None = None,
     keep_history: bool = False,
     private: bool = False,
     commit_message: str | None = None,
@@ -861,6 +832,7 @@ def push_adapter(
             otherwise. An `"unlearn"`/`"forget"` event purges earlier versions unless `keep_history=True`.
         metrics, base_model, datasets: for the card (`base_model` defaults to the adapter config's).
         users_removed (`int`): users removed, for the unlearning log (never ids, never sample counts).
+        license (`str`, *optional*), tags (`list[str]`, *optional*): the card's `license` and extra tags.
         keep_history, private, commit_message, token: as in [`push`].
 
     Returns:
@@ -886,7 +858,8 @@ def push_adapter(
         entry = _version_entry(version, None, event, metrics, "available")
         entry.update(users_removed=int(users_removed), date=_now(), parent_commit=remote.head)
         versions = _merge_versions(remote, [entry], purge)
-    card = render_model_card(method, repo_id, versions, base_model=base_model, datasets=datasets, metrics=metrics)
+    card = render_model_card(method, repo_id, versions, base_model=base_model, datasets=datasets, metrics=metrics,
+                             license=license, tags=tags)  # fmt: skip
     files: dict[str, Path | bytes] = dict(local)
     files[VERSIONS_FILE] = _versions_payload(method, versions)
     files[CARD_FILE] = str(card).encode()

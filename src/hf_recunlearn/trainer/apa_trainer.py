@@ -57,7 +57,7 @@ from ..apa_recommender import (
     write_apa_directory,
 )
 from ..controller import Journal, crash_point, directory_lock, fingerprint_model
-from ..hub import CITATIONS
+from ..cards import paper
 from ..models import _prepare_tokenizer, load_model, prepare_model_for_training
 from ..partition import (
     Partition,
@@ -253,11 +253,7 @@ class APATrainer(UnlearningTrainer):
 
     _tag_names = ["hf_recunlearn", "apa", "unlearning", "exact-unlearning"]
     _name = "APA"
-    _paper = {
-        "title": CITATIONS["apa"]["title"],
-        "url": f"https://arxiv.org/abs/{CITATIONS['apa']['arxiv']}",
-        "citation": CITATIONS["apa"]["bibtex"],
-    }
+    _paper = paper("apa")
     config_class = APAConfig
     default_compute_metrics = staticmethod(compute_utility_metrics)
 

@@ -656,55 +656,50 @@ class UnlearningTrainer(Trainer):
     def create_model_card(
         self,
         model_name: str | None = None,
-        dataset_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
         tags: str | list[str] | None = None,
+        license: str | None = None,
         **kwargs,
     ) -> None:
         """
-        Write `README.md` in `args.output_dir`: the method, its paper and citation, the base model, the forget request
-        (counts and hash only) and the method's hyperparameters. `Trainer.push_to_hub` calls it.
+        Write `README.md` in `args.output_dir` from the shipped template (`model_cards/trainer.md`, rendered with
+        `huggingface_hub.ModelCard`): the method, its paper and citation (`hf_recunlearn.cards`), the base model, the
+        forget request (counts only) and the method's hyperparameters. `Trainer.push_to_hub(**kwargs)` passes its
+        keyword arguments here, so `push_to_hub(license="apache-2.0", dataset_name=..., tags=[...])` sets the card's
+        metadata.
         """
         if not self.is_world_process_zero():
             return
         from huggingface_hub import ModelCard, ModelCardData
 
+        from ..cards import model_card_template
+
         tags = [tags] if isinstance(tags, str) else list(tags or [])
         tags += [t for t in self._tag_names if t not in tags]
+        datasets = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name or []) or None
         model = self._unwrapped
         base_model = getattr(getattr(model, "config", None), "_name_or_path", None) or None
         if base_model and os.path.isdir(base_model):
             base_model = None
         card_data = ModelCardData(
             library_name="peft" if self._is_adapter_model() else "transformers",
+            license=license,
             base_model=base_model,
             tags=tags,
-            datasets=[dataset_name] if dataset_name else None,
+            datasets=datasets,
         )
-        summary = self.forget_request_summary()
-        lines = [
-            "---",
-            card_data.to_yaml(),
-            "---",
-            "",
-            f"# {model_name or os.path.basename(os.path.abspath(self.args.output_dir))}",
-            "",
-            *self._model_card_intro(base_model),
-            "",
-            "## Forget request",
-            "",
-            *[f"- {key.replace('_', ' ')}: `{value}`" for key, value in summary.items()],
-            "",
-            "User ids are never written here.",
-            "",
-            "## Method hyperparameters",
-            "",
-            *[f"- `{key}`: `{value}`" for key, value in self.method_hyperparameters().items()],
-            f"- trainable parameters: `{self.num_trainable_parameters}`",
-        ]
-        if self._paper.get("citation"):
-            lines += ["", "## Citation", "", "```bibtex", self._paper["citation"].strip(), "```"]
+        card = ModelCard.from_template(
+            card_data,
+            template_path=str(model_card_template("trainer")),
+            model_name=model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
+            intro="\n".join(self._model_card_intro(base_model)),
+            forget_request=[(k.replace("_", " "), v) for k, v in self.forget_request_summary().items()],
+            hyperparameters=list(self.method_hyperparameters().items()),
+            trainable_parameters=self.num_trainable_parameters,
+            citation=(self._paper.get("citation") or "").strip(),
+        )
         os.makedirs(self.args.output_dir, exist_ok=True)
-        ModelCard("\n".join(lines) + "\n").save(os.path.join(self.args.output_dir, "README.md"))
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
 
 def check_tokenizer_matches(model, tokenizer) -> None:
