@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     versions = sub.add_parser("versions", help="List the versions of a Hub repo: tag, commit, event, counts, status.")
     versions.add_argument("--repo-id", required=True, help="Hub repo id.")
     _add_json(versions)
+    _add_verify_parser(sub)
     return parser
 
 
@@ -539,6 +540,38 @@ def _versions(args) -> dict[str, Any]:
     return {"repo_id": args.repo_id, "versions": [v.to_dict() for v in hub.list_versions(args.repo_id)]}
 
 
+def _add_verify_parser(sub) -> None:
+    verify = sub.add_parser(
+        "verify",
+        help="Check the forgetting receipts of a run or a Hub repo (and a deletion token): exit 0 if all holds, 1 if not.",
+        description=(
+            "Check the forgetting receipts: --run DIR (the controller: hashes, chain, manifests against the ledger, "
+            "each forgotten digest absent), --repo-id ID [--revision vN] (anyone: the published bytes only), "
+            "--run DIR --retrain-shard K (retrain shard K with the stored recipe and compare bit for bit), "
+            "--token T with either (a forgotten user's check). Exit 0 when everything holds, 1 with one line per "
+            "failure on stderr; stdout is one JSON document."
+        ),
+    )
+    where = verify.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run", help="Run directory, APA directory or adapter directory with receipts/.")
+    where.add_argument("--repo-id", help="Hub repo pushed by `hf-recunlearn push`.")
+    verify.add_argument("--revision", default=None, help="Revision of --repo-id to check (default: main).")
+    verify.add_argument("--retrain-shard", type=int, default=None, help="With --run: retrain this shard and compare.")
+    verify.add_argument("--token", default=None, help="A deletion token (hfru1....) or a file holding one.")
+    _add_json(verify)
+
+
+@command("verify")
+def _verify(args) -> dict[str, Any]:
+    from .verification import verify
+
+    report = verify(args.run, repo_id=args.repo_id, revision=args.revision, token=args.token,
+                    retrain_shard=args.retrain_shard)  # fmt: skip
+    for line in report.failures:
+        print(f"hf-recunlearn verify: FAIL: {line}", file=sys.stderr)
+    return report.to_dict()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -560,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
 
         write_json_atomic(args.json_path, json.loads(text))
     print(text)
-    return 0
+    return 1 if results.get("ok") is False else 0  # `verify`: a check failed
 
 
 def _locked_error() -> type[Exception]:

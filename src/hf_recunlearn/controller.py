@@ -9,6 +9,8 @@ public metadata: what `hub.push` uploads) and the **controller state**, which ne
                                      partition method and seed, shard seeds, base model fingerprint, data spec
     D/controller/validation.json     salted digests of the validation rows behind the aggregation state
     D/controller/lineage.json        exact counts of every event (the public lineage is coarse)
+    D/controller/forgotten.json      per forget event: its version and the user/sample digests its requests named
+                                     (what `verify --run` checks absent, and what deletion tokens are issued from)
     .D.lock                          a per-directory lock: one train/forget/push at a time
     .D.journal                       forget requests, appended and fsync'd before any work (salted digests only)
 
@@ -44,6 +46,7 @@ LEDGER_FILE = "ledger.json"
 RECIPE_FILE = "recipe.json"
 VALIDATION_FILE = "validation.json"
 LINEAGE_FILE = "lineage.json"
+FORGOTTEN_FILE = "forgotten.json"
 CRASH_ENV = "HF_RECUNLEARN_CRASH_AT"
 
 

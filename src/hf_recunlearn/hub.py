@@ -4,7 +4,9 @@ Versioned Hub repos for unlearned recommenders: push, pull, list versions, and p
 An APA directory (see `hf_recunlearn.apa_recommender`) is pushed as one Hub model repo::
 
     README.md                   model card: method, citation, unlearning log (counts only), how to load a version
-    unlearning_versions.json    every version: tag, commit, event, counts, date, metrics, status
+    unlearning_versions.json    every version: tag, commit, event, counts, date, metrics, status, and the path and
+                                sha256 of its receipt (the pushed state of `hf_recunlearn.receipts`)
+    receipts/000001.json, ...   the chain of forgetting receipts, one per event (kept whole in every version)
     apa_config.json             the APA metadata (lineage, per-shard versions and sha256, ledger of salted hashes)
     apa_state.safetensors
     shard_00/adapter_config.json, shard_00/adapter_model.safetensors, ...
@@ -370,14 +372,28 @@ def _log_rows(versions: list[dict]) -> list[dict]:
     rows = []
     for v in versions:
         shards = v.get("shards_retrained")
+        receipt = v.get("receipt")
         rows.append({
             "tag": v["tag"],
             "event": v.get("event", ""),
             "shards": ", ".join(str(k) for k in shards) if shards else "-",
             "users_removed": v.get("users_removed", 0),
             "status": v.get("status", "available").replace("_", " "),
+            "receipt": f"[{receipt.split('/')[-1]}]({receipt})" if receipt else "-",
         })  # fmt: skip
     return rows
+
+
+def _receipt_fields(directory: Path, sequence: int | None = None) -> dict:
+    """`{"receipt": path, "receipt_sha256": hash}` of receipt `sequence` (default: the newest) in `directory`."""
+    folder = directory / "receipts"
+    files = sorted(folder.glob("[0-9]*.json")) if folder.is_dir() else []
+    if sequence is not None:
+        files = [f for f in files if f.name == f"{int(sequence):06d}.json"]
+    if not files:
+        return {}
+    path = files[-1]
+    return {"receipt": f"receipts/{path.name}", "receipt_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def render_model_card(
@@ -802,6 +818,7 @@ def push(
             continue
         status = "available" if v == version else "not_pushed"
         new = _version_entry(v, entry, entry.get("event", ""), metrics if v == version else None, status)
+        new.update(_receipt_fields(directory, v))  # an APA version's receipt is the v-th of its chain
         if v == version:
             new.update(date=_now(), parent_commit=remote.head)
         new_entries.append(new)
@@ -885,6 +902,7 @@ def push_adapter(
         version = remote.latest + 1
         entry = _version_entry(version, None, event, metrics, "available")
         entry.update(users_removed=int(users_removed), date=_now(), parent_commit=remote.head)
+        entry.update(_receipt_fields(directory))
         versions = _merge_versions(remote, [entry], purge)
     card = render_model_card(method, repo_id, versions, base_model=base_model, datasets=datasets, metrics=metrics)
     files: dict[str, Path | bytes] = dict(local)
