@@ -306,7 +306,7 @@ def _base(chain: list[bytes], *, event: str, version: int, method: str, run_id: 
         "sequence": len(chain) + 1,
         "version": int(version),
         "event": event,
-        "event_id": uuid.uuid4().hex,
+        "event_id": str(uuid.uuid4()),
         "time": _now(),
         "method": method,
         "run_id": run_id,

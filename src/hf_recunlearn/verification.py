@@ -269,14 +269,12 @@ def _check_directory(directory: Path, label: str, report: VerifyReport, *, contr
 
 def _check_controller(directory: Path, label: str, parsed: list[dict], report: VerifyReport) -> None:
     """The controller's checks: commitments recomputed from the ledger, recipe, recorded requests and journal."""
-    from .apa_recommender import read_apa_directory
     from .controller import Journal
     from .partition import load_or_create_salt
 
     try:
-        state = read_apa_directory(directory)
-        settings = (state.recipe or {}).get("settings") or {}
-        salt = load_or_create_salt(state.ledger["salt_id"], settings.get("salt_dir"))
+        state = _controller_state(directory)
+        salt = load_or_create_salt(state.ledger["salt_id"], (state.recipe.get("settings") or {}).get("salt_dir"))
     except (ValueError, FileNotFoundError, KeyError) as err:
         report.fail(f"{label}/controller/: cannot be read ({err})")
         return
@@ -344,6 +342,39 @@ def _check_controller(directory: Path, label: str, parsed: list[dict], report: V
     report.checks.append(
         f"{label}: manifests, users, recipe, seed and request commitments recomputed from the controller state; "
         f"{absent} forgotten digests absent from version {state.version}"
+    )
+
+
+@dataclass
+class _ControllerState:
+    version: int
+    ledger: dict
+    recipe: dict
+    partition: dict
+    shard_info: list[dict]
+    valid_users: list[str]
+    forgotten: list[dict]
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.ledger["shards"])
+
+
+def _controller_state(directory: Path) -> _ControllerState:
+    """The controller's files of a version, read as they are (the published files are checked separately)."""
+    from .controller import CONTROLLER_DIR, FORGOTTEN_FILE, LEDGER_FILE, RECIPE_FILE, VALIDATION_FILE
+
+    private = directory / CONTROLLER_DIR
+    recipe = json.loads((private / RECIPE_FILE).read_text())
+    forgotten = private / FORGOTTEN_FILE
+    return _ControllerState(
+        version=int(json.loads((directory / "apa_config.json").read_text())["version"]),
+        ledger=json.loads((private / LEDGER_FILE).read_text()),
+        recipe=recipe,
+        partition=recipe.pop("partition"),
+        shard_info=recipe.pop("shards"),
+        valid_users=json.loads((private / VALIDATION_FILE).read_text())["users"],
+        forgotten=json.loads(forgotten.read_text()) if forgotten.is_file() else [],
     )
 
 

@@ -523,7 +523,7 @@ class UnlearningTrainer(Trainer):
         import uuid
 
         start = time.perf_counter()
-        self._event_id = uuid.uuid4().hex  # the unlearning event `save_model` writes a receipt for
+        self._event_id = str(uuid.uuid4())  # the unlearning event `save_model` writes a receipt for
         if self.teacher_outputs is None:
             self.teacher_outputs = self.compute_teacher_outputs()
             self.teacher_runtime = time.perf_counter() - start
