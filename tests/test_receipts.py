@@ -26,7 +26,7 @@ from hf_recunlearn.runs import RunDir, RunInfo
 from hf_recunlearn.trainer import APATrainer
 
 from apa_helpers import single_thread, tiny_base, tiny_tokenizer
-from test_guarantees import email_datasets, recipe
+from test_guarantees import email_datasets, every_byte, recipe
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -234,8 +234,10 @@ def test_a_broken_chain_link_fails_naming_the_receipt(forgotten, tmp_path, capsy
 def test_retrain_shard_from_the_cli_reproduces_the_retrained_shard_bit_for_bit(forgotten, tmp_path, capsys, salt_env):
     run = copy_run(forgotten["run"], tmp_path)
     k = forgotten["shards"][-1]
+    before = every_byte(run)
     code, out, lines = verify_cli(tmp_path, capsys, "--run", str(run), "--retrain-shard", str(k))
     assert (code, lines) == (0, [])
+    assert every_byte(run) == before  # verifying only reads
     recorded = chain(run / "apa")[-1]["files"][f"shard_{k:02d}/adapter_model.safetensors"]["sha256"]
     assert f"shard {k} retrained from its manifest reproduces the recorded sha256 {recorded[:16]}" in out["checks"][-1]
     # Weights replaced consistently everywhere (metadata and receipt re-hashed to match): only retraining tells.

@@ -384,12 +384,15 @@ def _log_rows(versions: list[dict]) -> list[dict]:
     return rows
 
 
-def _receipt_fields(directory: Path, sequence: int | None = None) -> dict:
-    """`{"receipt": path, "receipt_sha256": hash}` of receipt `sequence` (default: the newest) in `directory`."""
+def _receipt_fields(directory: Path, version: int | None = None) -> dict:
+    """
+    `{"receipt": path, "receipt_sha256": hash}` of the receipt of model version `version` (default: the newest
+    receipt) in `directory`'s chain (`hf_recunlearn.receipts`); empty when there is none.
+    """
     folder = directory / "receipts"
     files = sorted(folder.glob("[0-9]*.json")) if folder.is_dir() else []
-    if sequence is not None:
-        files = [f for f in files if f.name == f"{int(sequence):06d}.json"]
+    if version is not None:
+        files = [f for f in files if json.loads(f.read_bytes()).get("version") == int(version)]
     if not files:
         return {}
     path = files[-1]
@@ -818,7 +821,7 @@ def push(
             continue
         status = "available" if v == version else "not_pushed"
         new = _version_entry(v, entry, entry.get("event", ""), metrics if v == version else None, status)
-        new.update(_receipt_fields(directory, v))  # an APA version's receipt is the v-th of its chain
+        new.update(_receipt_fields(directory, v))
         if v == version:
             new.update(date=_now(), parent_commit=remote.head)
         new_entries.append(new)
