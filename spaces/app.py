@@ -1,8 +1,8 @@
 """Gradio Space: one screen, one user — what forgetting them did to their recommendations.
 
-The model logic lives in `hf_recunlearn.space` ([`DemoRecommender`]); this file lays out the page, builds the demo at
-startup in a background thread (the page shows the real progress), and wires the events. `build_app()` returns the
-`gr.Blocks`; the server starts only when the file is run (`python app.py`, as Spaces does).
+The model logic lives in `forgetting_demo.py` next to this file ([`DemoRecommender`]); this file lays out the page,
+builds the demo at startup in a background thread (the page shows the real progress), and wires the events.
+`build_app()` returns the `gr.Blocks`; the server starts only when the file is run (`python app.py`, as Spaces does).
 Configuration: environment variables and Space secrets, see README.md.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from hf_recunlearn.space import (
+from forgetting_demo import (
     METHODS,
     DemoRecommender,
     ForgetResult,

@@ -10,6 +10,8 @@ Everything else is offline, tiny and seeded.
 
 import gc
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,10 @@ import torch  # noqa: E402
 import transformers  # noqa: E402, F401
 
 import hf_recunlearn.trainer  # noqa: E402, F401
+
+
+# The Space's own modules (`spaces/forgetting_demo.py`) import as they do in the Space, where its folder is the root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "spaces"))
 
 
 # Tiny models gain nothing from intra-op threads, and on a shared CPU OpenMP threads that wait for each other made a
@@ -110,7 +116,7 @@ def tiny_data():
 @pytest.fixture(scope="session")
 def space_cache(tmp_path_factory):
     """A Space cache with the tiny built-in demo, built once per session (each app starts from its pristine copy)."""
-    from hf_recunlearn.space import DemoRecommender, SpaceSettings
+    from forgetting_demo import DemoRecommender, SpaceSettings
 
     cache = tmp_path_factory.mktemp("space-cache")
     DemoRecommender.load(SpaceSettings(cache_dir=str(cache), size="tiny"))

@@ -36,7 +36,7 @@ def copy_cache(space_cache, tmp_path) -> Path:
 @contextlib.contextmanager
 def running_space(cache_dir):
     """The tiny built-in Space served on a free 127.0.0.1 port; yields its URL once the model is loaded."""
-    from hf_recunlearn.space import SpaceSettings
+    from forgetting_demo import SpaceSettings
 
     module = load_app_module()
     app = module.build_app(SpaceSettings(cache_dir=str(cache_dir), size="tiny"))

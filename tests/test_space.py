@@ -24,7 +24,7 @@ APA, E2UREC = "APA (exact)", "E2URec (approximate)"
 
 @pytest.fixture
 def demo(space_cache, tmp_path):
-    from hf_recunlearn.space import DemoRecommender, SpaceSettings
+    from forgetting_demo import DemoRecommender, SpaceSettings
 
     return DemoRecommender.load(SpaceSettings(cache_dir=str(copy_cache(space_cache, tmp_path)), size="tiny"))
 
@@ -34,7 +34,7 @@ def test_apa_forget_removes_what_only_they_taught_and_matches_the_new_version(de
     import logging
 
     from hf_recunlearn.apa_recommender import APARecommender
-    from hf_recunlearn.space import ForgottenUserError, NoUserError, UnknownUserError
+    from forgetting_demo import ForgottenUserError, NoUserError, UnknownUserError
 
     user = demo.memorised_users()[0]
     assert user == demo.default_user()
@@ -93,7 +93,7 @@ def test_apa_forget_removes_what_only_they_taught_and_matches_the_new_version(de
 
 
 def test_e2urec_forget_changes_the_served_model_and_compares_with_what_was_shown(demo):
-    from hf_recunlearn.space import ModelBusyError
+    from forgetting_demo import ModelBusyError
 
     pytest.importorskip("hf_recunlearn.trainer", reason="E2URec ships with the trainer package").E2URecTrainer
     user = demo.memorised_users()[0]
@@ -174,6 +174,7 @@ def test_build_space_folder_carries_the_wheel_requirements_install(tmp_path):
     assert out.returncode == 0 and "hf_recunlearn" in out.stdout.replace("-", "_"), out.stdout + out.stderr
 
 
+@pytest.mark.slow  # a fresh interpreter importing gradio, torch and peft: ~40 s of the 10-minute budget
 def test_app_starts_as_a_script_and_builds_at_startup(tmp_path):
     """No configuration: the server answers at once while the demo is built in the background, with progress."""
     port = free_port()

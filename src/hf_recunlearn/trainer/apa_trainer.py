@@ -22,8 +22,16 @@ pure function of its data, seed and recipe (what exactness needs), and lets retr
 `predict` returns a `PredictionOutput`, and `args.push_to_hub` / `args.hub_model_id` push the version at the end.
 The event report of the last call is `trainer.last_report`; the APA model is `trainer.apa_state`.
 
-Under `accelerate launch --num_processes N`, shard i of the shards to train goes to process i mod N, each process
-trains its shards as ordinary single-process runs and the results are gathered, so the result does not depend on N.
+Under `accelerate launch --num_processes N`, every shard is trained data-parallel over the N processes by its own
+`Trainer` (DDP through accelerate, as `Trainer` trains any model in a launch), one shard after the other. The
+orchestration uses accelerate's public API only: `split_between_processes` + `gather_object` spread the inference
+passes (representations, validation scores), `broadcast_object_list` sends the partition and the salt from the main
+process, `wait_for_everyone` holds the others while it writes. Why data-parallel shards rather than one shard per
+process: a shard's `Trainer` inside a launch is a distributed `Trainer`, and keeping it to one process would mean
+hiding the launch from it (its environment, accelerate's state); and a forget usually retrains one shard, which data
+parallelism spreads over every process where one-shard-per-process would leave N - 1 idle. The price: the process
+count sets the effective batch size and the order of the gradient sums, so it is part of the recipe
+(`recipe["launch"]`), and a forget or `reproduce_shard` under another process count is refused.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, gather_object
 from peft import PeftModel, get_peft_model, get_peft_model_state_dict
 from transformers import PreTrainedModel, TrainerCallback, set_seed
 
@@ -94,7 +104,7 @@ class APAEventReport:
         seconds (`float`): wall time of the whole event (training, validation errors, writing the version).
         shard_seconds (`dict[int, float]`): training time of each (re)trained shard.
         num_samples (`int`): training samples in the ledger after the event.
-        shard_processes (`dict[int, int]`): the process that trained each shard (all 0 in a single-process run).
+        num_processes (`int`): processes the shards were trained data-parallel over (1 outside a launch).
         temperature_scores (`dict[float, float]`): validation AUC per τ candidate, when τ was chosen.
         tokens (`list[str]`): one deletion token per user id the `forget` call named, in that order, once they are
             forgotten (see `hf_recunlearn.receipts`; `verify --token` checks one). Empty for queued requests.
@@ -108,7 +118,7 @@ class APAEventReport:
     seconds: float
     shard_seconds: dict[int, float] = field(default_factory=dict)
     num_samples: int = 0
-    shard_processes: dict[int, int] = field(default_factory=dict)
+    num_processes: int = 1
     temperature_scores: dict[float, float] = field(default_factory=dict)
     requests: int = 0
     pending_users: int = 0
@@ -161,57 +171,44 @@ class _ShardResult:
     centroid: torch.Tensor
     seconds: float
     info: dict
-    process: int = 0
 
 
-# Environment variables through which launchers (torchrun / accelerate, MPI) tell a process it is one of several.
-_DISTRIBUTED_ENV = (
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
-    "PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
-    "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK",
-)  # fmt: skip
-
-
-@contextlib.contextmanager
-def _single_process_training(active: bool):
-    """
-    Inside a multi-process launch, make the `Trainer`s created in this block train on this process alone.
-
-    A shard is trained by exactly one process, so its `Trainer` must not wrap the model in DDP or split the shard's
-    batches over processes. `TrainingArguments` reads the launch from the environment and resets accelerate's state,
-    so the launcher's variables are hidden for the duration (the process group itself stays up for gathering).
-    """
-    if not active:
-        yield
-        return
-    from accelerate.state import AcceleratorState, PartialState
-
-    saved_env = {k: os.environ.pop(k) for k in _DISTRIBUTED_ENV if k in os.environ}
-    saved_partial, saved_acc = dict(PartialState._shared_state), dict(AcceleratorState._shared_state)
-    local_rank = int(saved_env.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
-    AcceleratorState._reset_state(reset_partial_state=True)
-    # TrainingArguments warns that the process group is up but unused for DDP: here that is the intent.
-    args_logger = logging.getLogger("transformers.training_args")
-    level = args_logger.level
-    args_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        args_logger.setLevel(level)
-        os.environ.update(saved_env)
-        AcceleratorState._reset_state(reset_partial_state=True)
-        PartialState._shared_state.update(saved_partial)
-        AcceleratorState._shared_state.update(saved_acc)
-
-
-def _broadcast(obj, world: int):
-    if world == 1:
-        return obj
-    payload = [obj]
-    torch.distributed.broadcast_object_list(payload, src=0)
+def _from_main_process(make):
+    """`make()` on the main process, sent to every process of the launch (salts and partitions are made once)."""
+    state = PartialState()
+    if state.num_processes == 1:
+        return make()
+    payload = [make() if state.is_main_process else None]
+    broadcast_object_list(payload, from_process=0)
     return payload[0]
+
+
+def _on_all_processes(data, fn) -> np.ndarray:
+    """`fn` (rows -> array) over `data`, each process taking a contiguous share of the rows; the result in row order."""
+    state = PartialState()
+    if state.num_processes == 1:
+        return fn(data)
+    with state.split_between_processes(list(range(len(data)))) as rows:
+        part = fn(data.select(rows)) if len(rows) else None
+    return np.concatenate([p for p in gather_object([part]) if p is not None])
+
+
+def _check_launch(args, recipe: dict | None) -> None:
+    """Refuse a launch whose process count differs from the recipe's, or one accelerate does not see as a launch."""
+    launched = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if launched and args.world_size != torch.distributed.get_world_size():
+        raise ValueError(
+            f"This script runs as {torch.distributed.get_world_size()} processes, but accelerate trains on "
+            f"{args.world_size} (without a GPU it needs `use_cpu=True` to train data-parallel on the CPU): pass "
+            "`use_cpu=True`, or run a single process."
+        )
+    stored = ((recipe or {}).get("launch") or {}).get("num_processes", 1)
+    if recipe is not None and args.world_size != stored:
+        raise ValueError(
+            f"The shards were trained data-parallel over {stored} process(es), this launch has {args.world_size}: the "
+            "process count sets the effective batch size, so retraining under another one could not be exact. Run "
+            + ("one process (plain `python`)." if stored == 1 else f"`accelerate launch --num_processes {stored}`.")
+        )
 
 
 class APATrainer(UnlearningTrainer):
@@ -219,8 +216,8 @@ class APATrainer(UnlearningTrainer):
     Trainer for APA: K shard LoRA adapters, sample-adaptive aggregation, exact forgetting by shard retraining.
 
     An [`UnlearningTrainer`] for an exact method: there is no student and no teacher; `train()` trains the shard
-    adapters (each an ordinary single-process [`RecTrainer`] run) and returns an [`APAEventReport`], and
-    [`forget`] retrains only the shards that held the forgotten data. Events are logged through `Trainer.log`
+    adapters (each by its own [`RecTrainer`]) and returns a `TrainOutput` (the [`APAEventReport`] is `last_report`),
+    and [`forget`] retrains only the shards that held the forgotten data. Events are logged through `Trainer.log`
     (`apa/version`, `apa/shards_trained`, `apa/samples_removed`, `apa/users_removed`, `apa/num_samples`,
     `apa/seconds`), and `create_model_card` describes the version by counts and salted hashes.
 
@@ -333,11 +330,7 @@ class APATrainer(UnlearningTrainer):
         For an existing APA model, the configuration is its stored recipe: built from it when `args` is None, and
         `args` that would retrain with another recipe are refused (a forget must reproduce the training exactly).
         """
-        recipe = None
-        if isinstance(model, APARecommender):
-            recipe = model.state.recipe
-        elif _is_apa_directory(model):
-            recipe = read_apa_directory(model).recipe
+        recipe = self._stored_recipe(model)
         if recipe is None:
             if _is_apa_directory(model) or isinstance(model, APARecommender):
                 raise ValueError(
@@ -345,7 +338,9 @@ class APATrainer(UnlearningTrainer):
                     "version, which can serve predictions (`APARecommender.from_pretrained`) but not forget. Forget "
                     "from the directory the training run wrote."
                 )
-            return super()._check_args(args, model)
+            args = super()._check_args(args, model)
+            _check_launch(args, None)
+            return args
         if recipe.get("config_class") != self.config_class.__name__:
             raise ValueError(
                 f"{_describe(model)} was trained with {recipe.get('config_class')}, not {self.config_class.__name__}: "
@@ -353,7 +348,9 @@ class APATrainer(UnlearningTrainer):
             )
         if args is None:
             output_dir = str(model) if _is_apa_directory(model) else self._default_output_dir(model)
-            return config_from_recipe(self.config_class, recipe, output_dir=output_dir)
+            args = config_from_recipe(self.config_class, recipe, output_dir=output_dir)
+            _check_launch(args, recipe)
+            return args
         args = super()._check_args(args, model)
         stored, given = recipe["training_arguments"], recipe_arguments(args)
         differing = sorted(k for k in set(stored) | set(given) if stored.get(k) != given.get(k))
@@ -365,7 +362,16 @@ class APATrainer(UnlearningTrainer):
                 + ". Forgetting must retrain with the stored recipe to be exact: pass no `args` (the stored recipe is "
                 "used), or the same values."
             )
+        _check_launch(args, recipe)
         return args
+
+    @staticmethod
+    def _stored_recipe(model) -> dict | None:
+        if isinstance(model, APARecommender):
+            return model.state.recipe
+        if _is_apa_directory(model):
+            return read_apa_directory(model).recipe
+        return None
 
     def _load_model(self, model, processing_class):
         """The base model and tokenizer; an existing APA model (directory or recommender) also gives its state."""
@@ -632,10 +638,8 @@ class APATrainer(UnlearningTrainer):
             self._recommender = None
 
     def _ledger(self) -> ShardLedger:
-        world, rank = self._process_layout()
-        salt = _broadcast(
-            load_or_create_salt(self.apa_state.ledger["salt_id"], self.args.salt_dir) if rank == 0 else None, world
-        )
+        salt_id = self.apa_state.ledger["salt_id"]
+        salt = _from_main_process(lambda: load_or_create_salt(salt_id, self.args.salt_dir))
         return ShardLedger.from_dict(self.apa_state.ledger, salt)
 
     def _carry_out_pending(self, *, flush: bool, erase_copies) -> APAEventReport:
@@ -727,7 +731,7 @@ class APATrainer(UnlearningTrainer):
             users_removed=ledger.num_users() - new_ledger.num_users(),
             seconds=0.0,
             shard_seconds={k: r.seconds for k, r in results.items()},
-            shard_processes={k: r.process for k, r in results.items()},
+            num_processes=self.args.world_size,
             num_samples=new_ledger.num_samples(),
             requests=requests,
         )
@@ -773,23 +777,6 @@ class APATrainer(UnlearningTrainer):
             values = compute_metrics(EvalPrediction(predictions=probs, label_ids=labels))
             metrics.update({f"{metric_key_prefix}_{k}": float(v) for k, v in values.items()})
         return PredictionOutput(predictions=probs, label_ids=labels, metrics=metrics)
-
-    def is_world_process_zero(self) -> bool:
-        """Whether this is the main process of the launch (the one that writes versions and cards)."""
-        return self._process_layout()[1] == 0
-
-    def _process_layout(self) -> tuple[int, int]:
-        """
-        `(num_processes, process_index)` of the launch, from the `Trainer`'s accelerator; `(1, 0)` for a plain
-        `python` run.
-
-        One exception: launched as several processes on a machine without GPUs and without `use_cpu=True`,
-        accelerate sets up the process group but reports a single process, so `torch.distributed` is asked then.
-        """
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        if world == 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
-        return world, rank
 
     def save_pretrained(self, save_directory) -> None:
         """Write the current version to `save_directory` (layout in `hf_recunlearn.apa_recommender`)."""
@@ -929,7 +916,6 @@ class APATrainer(UnlearningTrainer):
             raise ValueError("`train_dataset` is required to train the shard adapters.")
         args = self.args
         start = time.perf_counter()
-        world, rank = self._process_layout()
         train = self.train_dataset
         # Only the adaptive weights read the validation set; other weightings keep (and publish) no state from it.
         needs_valid = args.aggregation_weights in ("adaptive", "major")
@@ -948,12 +934,9 @@ class APATrainer(UnlearningTrainer):
         reps = None
         if args.partition_method in ("semantic", "semantic_user") and self._shard_assignment is None:
             reps = self._representations(train, args.partition_representation)
-        if rank == 0:
-            partition = self._partition(train, reps)
-            salt = load_or_create_salt(None, args.salt_dir)
-        else:
-            partition, salt = None, None
-        partition, salt = _broadcast((partition, salt), world)
+        partition, salt = _from_main_process(
+            lambda: (self._partition(train, reps), load_or_create_salt(None, args.salt_dir))
+        )
         ledger = ShardLedger.from_partition(partition, list(train["sample_id"]), list(train["user_id"]), salt)
         empty = [k for k, size in enumerate(ledger.sizes()) if size == 0]
         if empty:
@@ -1001,6 +984,7 @@ class APATrainer(UnlearningTrainer):
                 "data": self.data_spec,
                 "settings": {"salt_dir": args.salt_dir, "min_users_per_event": int(args.min_users_per_event)},
                 "library_version": _library_version(),
+                "launch": {"num_processes": args.world_size},
             },
         )
         report = APAEventReport(
@@ -1011,7 +995,7 @@ class APATrainer(UnlearningTrainer):
             users_removed=0,
             seconds=0.0,
             shard_seconds={k: r.seconds for k, r in results.items()},
-            shard_processes={k: r.process for k, r in results.items()},
+            num_processes=self.args.world_size,
             num_samples=ledger.num_samples(),
         )
         self._finish_event(state, report, start, changed=None)
@@ -1072,9 +1056,7 @@ class APATrainer(UnlearningTrainer):
             "apa/num_samples": report.num_samples,
             "apa/seconds": report.seconds,
         })  # fmt: skip
-        world, _ = self._process_layout()
-        if world > 1:
-            torch.distributed.barrier()
+        PartialState().wait_for_everyone()
 
     def _ledger_of(self, state: APAState) -> ShardLedger | None:
         if state.ledger is None:
@@ -1088,38 +1070,28 @@ class APATrainer(UnlearningTrainer):
         return self._source_dir if read_version(self._source_dir) == self.apa_state.version else None
 
     def _representations(self, data, kind: str) -> np.ndarray:
-        return prompt_representations(
+        return _on_all_processes(data, lambda rows: prompt_representations(
             self.model,
             self.processing_class,
-            data,
+            rows,
             kind,
             batch_size=self.args.per_device_eval_batch_size,
             max_prompt_length=self.args.max_prompt_length,
-        )
+        ))  # fmt: skip
 
     def _train_shards(self, shard_ids, ledger: ShardLedger, valid) -> dict[int, _ShardResult]:
-        """Train `shard_ids` from scratch on their ledger samples, spread over the launch's processes."""
-        world, rank = self._process_layout()
-        shard_ids = sorted(shard_ids)
-        mine = [k for i, k in enumerate(shard_ids) if i % world == rank]
+        """Train `shard_ids` from scratch on their ledger samples, one after the other (data-parallel in a launch)."""
         results = {}
-        logger.info(f"Process {rank} of {world} trains shard(s) {mine}.")
-        with _single_process_training(world > 1):
-            for k in mine:
-                results[k] = self._train_shard(k, ledger, valid)
-                results[k].process = rank
-                crash_point(f"shard:{k}:trained")
-        if world > 1:
-            gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, results)
-            results = {k: r for part in gathered for k, r in part.items()}
+        for k in sorted(shard_ids):
+            results[k] = self._train_shard(k, ledger, valid)
+            crash_point(f"shard:{k}:trained")
         crash_point("shards:trained")
         for r in results.values():
             self._shard_steps = getattr(self, "_shard_steps", 0) + r.info.pop("steps", 0)
             loss = r.info.pop("loss", None)
             if loss is not None:
                 self._shard_losses = getattr(self, "_shard_losses", []) + [loss]
-        return dict(sorted(results.items()))
+        return results
 
     def _train_shard(self, k: int, ledger: ShardLedger, valid) -> _ShardResult:
         """
@@ -1157,14 +1129,14 @@ class APATrainer(UnlearningTrainer):
                 if valid is not None:
                     yes, no = answer_completions(self.train_dataset)
                     answers = AnswerTokens.from_completions(self.processing_class, yes, no)
-                    p = score(
+                    p = _on_all_processes(valid, lambda rows: score(
                         peft_model,
                         self.processing_class,
-                        valid,
+                        rows,
                         answers,
                         batch_size=args.per_device_eval_batch_size,
                         max_prompt_length=args.max_prompt_length,
-                    )
+                    ))  # fmt: skip
                     errors = torch.from_numpy(np.abs(np.asarray(valid["label"], dtype=np.float64) - p)).float()
                 else:
                     errors = torch.zeros(0)

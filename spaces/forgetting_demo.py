@@ -1,7 +1,9 @@
 """The logic behind the Gradio Space: recommend for a user, forget them, compare before and after.
 
-`spaces/app.py` is a thin Gradio layer over [`DemoRecommender`]. Everything here is plain Python (pandas frames,
-dataclasses, a matplotlib figure), so it is tested without a browser.
+`app.py` is a thin Gradio layer over [`DemoRecommender`]. Everything here is plain Python (pandas frames,
+dataclasses, a matplotlib figure) over the library's API, so it is tested without a browser. It is the Space's code,
+not the library's: it ships in the Space folder next to `app.py`, and the installed `hf_recunlearn` package does not
+contain it.
 
 Where the model comes from (environment variables, read by [`SpaceSettings.from_env`]):
 
@@ -226,10 +228,10 @@ def build_bundle(target, size: str | SpaceSize = "small", progress: ProgressFn |
     ledger's salt goes to the default salt folder (`HF_RECUNLEARN_SALT_DIR`, else `~/.cache/hf_recunlearn/salts`),
     where forgetting looks for it.
     """
-    from .data.instructions import build_samples, split_preset
-    from .models import load_model
-    from .pipeline import PreparedData, build_builtin_base
-    from .trainer import APAConfig, APATrainer
+    from hf_recunlearn.data.instructions import build_samples, split_preset
+    from hf_recunlearn.models import load_model
+    from hf_recunlearn.pipeline import PreparedData, build_builtin_base
+    from hf_recunlearn.trainer import APAConfig, APATrainer
 
     spec = SIZES[size] if isinstance(size, str) else size
     target = Path(target).absolute()
@@ -308,8 +310,8 @@ def _builtin_data(spec: SpaceSize):
     franchise of their own (1 star), so "an unfamiliar word" is no shortcut to "like": only memorising whose word it
     is helps. Returns the data and `{user: [item ids of their franchise]}`.
     """
-    from .data import RecData, make_synthetic
-    from .data.synthetic import _GENRE_WORDS, GENRES
+    from hf_recunlearn.data import RecData, make_synthetic
+    from hf_recunlearn.data.synthetic import _GENRE_WORDS, GENRES
 
     raw = make_synthetic(
         num_users=spec.num_users,
@@ -358,7 +360,7 @@ def _builtin_data(spec: SpaceSize):
 
 def _hold_out_users(data, fraction: float, protected: set[str]):
     """Hold out a seeded `fraction` of the users (never a `protected` one) as the stand-in base model's corpus."""
-    from .data import RecData
+    from hf_recunlearn.data import RecData
 
     users = sorted(data.interactions["user_id"].unique(), key=lambda u: (len(u), u))
     eligible = [u for u in users if u not in protected]
@@ -569,7 +571,7 @@ class DemoRecommender:
         cache = Path(settings.cache_dir).expanduser()
         if settings.repo_id or settings.model_dir:
             if settings.repo_id:
-                from .hub import pull
+                from hf_recunlearn.hub import pull
 
                 _stage(progress, 0.1, f"Downloading {settings.source}")
                 apa_dir = Path(pull(settings.repo_id, settings.revision or "main"))
@@ -585,7 +587,7 @@ class DemoRecommender:
                 raise ValueError(
                     f"The Space needs the users' data next to the model from {settings.source}: set "
                     "HF_RECUNLEARN_DATA to a demo bundle (a folder with `space.json`, `data/`, `interactions.parquet` "
-                    "and `items.parquet`, as written by `hf_recunlearn.space.build_bundle`), or point "
+                    "and `items.parquet`, as written by `forgetting_demo.build_bundle`), or point "
                     "HF_RECUNLEARN_DIR at a whole bundle."
                 )
             name = f"{settings.repo_id or apa_dir.name}".replace("/", "--")
@@ -621,7 +623,7 @@ class DemoRecommender:
 
     def _load_live(self) -> None:
         """Serve the version on disk in the live directory (what a fresh `from_pretrained` would load)."""
-        from .apa_recommender import APARecommender
+        from hf_recunlearn.apa_recommender import APARecommender
 
         live = self.workdir / "apa"
         if self._base is None:
@@ -660,7 +662,7 @@ class DemoRecommender:
 
     # ---------------------------------------------------------------------------------------------------- users
     def _ledger(self):
-        from .partition import ShardLedger, load_or_create_salt
+        from hf_recunlearn.partition import ShardLedger, load_or_create_salt
 
         salt = load_or_create_salt(self.recommender.state.ledger["salt_id"])
         return ShardLedger.from_dict(self.recommender.state.ledger, salt)
@@ -758,7 +760,7 @@ class DemoRecommender:
         The items ranked for the user and their prompts: the unrated films of their private franchise (if any) and a
         seeded sample of the other items they have not rated, each asked with their latest ratings as history.
         """
-        from .data.prompts import HistoryItem, get_template
+        from hf_recunlearn.data.prompts import HistoryItem, get_template
 
         inter = self._pristine_data.interactions
         mine = inter[inter["user_id"] == user_id]
@@ -929,7 +931,7 @@ class DemoRecommender:
         recipe: `APATrainer` retrains with the recipe stored with the version (the one the demo bundle was trained
         with), so the Space's forget is the library's exact forget.
         """
-        from .trainer import APATrainer
+        from hf_recunlearn.trainer import APATrainer
 
         return APATrainer(
             str(apa_dir),
@@ -977,7 +979,7 @@ class DemoRecommender:
         scratch = work / "reference-apa"
         shutil.copytree(self.workdir / "apa", scratch)
         self._apa_trainer(scratch, None, "reference").forget(user_ids=[user_id])
-        from .apa_recommender import APARecommender
+        from hf_recunlearn.apa_recommender import APARecommender
 
         reference = APARecommender.from_pretrained(scratch, base_model=self._base, tokenizer=self._tokenizer)
         self._served_from = self.recommender.version
@@ -985,7 +987,7 @@ class DemoRecommender:
         return seconds, len(forget_rows), gap, lambda data: reference.predict(data, batch_size=64)
 
     def _model_scorer(self, model):
-        from .scoring import score
+        from hf_recunlearn.scoring import score
 
         def scorer(data):
             data = _prompt_dataset(data) if isinstance(data, list) else data
@@ -995,7 +997,7 @@ class DemoRecommender:
 
     def check_model(self) -> dict:
         """A quick consistency check: the live directory holds the served version and it predicts finite values."""
-        from .apa_recommender import read_version
+        from hf_recunlearn.apa_recommender import read_version
 
         with self._lock:
             user = self.default_user()
@@ -1012,7 +1014,7 @@ class DemoRecommender:
 
 def _require_e2urec():
     try:
-        from .trainer import E2URecConfig, E2URecTrainer  # noqa: F401
+        from hf_recunlearn.trainer import E2URecConfig, E2URecTrainer  # noqa: F401
     except ImportError as err:
         raise MethodUnavailableError(
             "E2URec is not available in this installation of hf_recunlearn (no `E2URecTrainer` in "
@@ -1028,7 +1030,7 @@ def e2urec_original(recommender, weights, base_model, output_dir):
     """
     from peft import PeftModel
 
-    from .models import load_model
+    from hf_recunlearn.models import load_model
 
     merged = Path(output_dir) / "original-merged"
     recommender.export_adapter(merged, [float(w) for w in weights], level="ND")
@@ -1041,7 +1043,7 @@ def e2urec_original(recommender, weights, base_model, output_dir):
 def e2urec_unlearn(original, tokenizer, forget_dataset, retain_dataset, eval_dataset, output_dir, callbacks=None):
     """Adapter to `E2URecTrainer`: unlearn `forget_dataset` from `original` (a PEFT model) and return the result."""
     _require_e2urec()
-    from .trainer import E2URecConfig, E2URecTrainer
+    from hf_recunlearn.trainer import E2URecConfig, E2URecTrainer
 
     args = E2URecConfig(
         output_dir=str(Path(output_dir) / "model"), num_train_epochs=1, disable_tqdm=True, logging_steps=1000
