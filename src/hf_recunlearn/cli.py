@@ -543,7 +543,7 @@ def _versions(args) -> dict[str, Any]:
 def _add_verify_parser(sub) -> None:
     verify = sub.add_parser(
         "verify",
-        help="Check the forgetting receipts of a run or a Hub repo (and a deletion token): exit 0 if all holds, 1 if not.",
+        help="Check the forgetting receipts of a run or a Hub repo, and a deletion token (exit 1 if a check fails).",
         description=(
             "Check the forgetting receipts: --run DIR (the controller: hashes, chain, manifests against the ledger, "
             "each forgotten digest absent), --repo-id ID [--revision vN] (anyone: the published bytes only), "

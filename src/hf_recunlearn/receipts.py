@@ -292,7 +292,7 @@ def read_chain(directory) -> list[bytes]:
 
 
 def write_chain(directory, chain: list[bytes]) -> None:
-    """Write the receipt files `chain` into `directory/receipts/` (a staging directory: the version switch is atomic)."""
+    """Write the receipt files `chain` into `directory/receipts/` (of a staging directory: the switch is atomic)."""
     folder = Path(directory) / RECEIPTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     for i, data in enumerate(chain, start=1):

@@ -452,8 +452,8 @@ def _check_token(parsed: list[dict], token: dict, label: str, report: VerifyRepo
                     f"{checked} only")  # fmt: skip
         return
     report.checks.append(
-        f"token: named by the request of version {forgotten_in}; absent from every shard and validation row of version "
-        f"{checked}" + (f"; versions {checked + 1}..{current} follow from forget events only" if later else "")
+        f"token: named by the request of version {forgotten_in}; absent from every shard and validation row of "
+        f"version {checked}" + (f"; versions {checked + 1}..{current} follow from forget events only" if later else "")
     )
 
 
@@ -537,6 +537,8 @@ def _check_reachable(api, repo_id: str, token: dict, report: VerifyReport) -> No
                 continue
             version = json.loads(Path(local).read_text()).get("version", 0)
         if version < forgotten_in:
-            report.fail(f"{repo_id}: {name} ({commit[:12]}) holds version {version}, from before the deletion "
-                        f"(version {forgotten_in}), and is still downloadable: it was trained on the token's user")  # fmt: skip
+            report.fail(
+                f"{repo_id}: {name} ({commit[:12]}) holds version {version}, from before the deletion (version "
+                f"{forgotten_in}), and is still downloadable: it was trained on the token's user"
+            )
     report.checks.append(f"{repo_id}: {len(targets)} reachable refs hold no version from before the deletion")

@@ -675,7 +675,10 @@ class UnlearningTrainer(Trainer):
         users = sorted({str(u) for u in forget["user_id"]}) if "user_id" in forget.column_names else []
         samples = sorted({str(s) for s in forget["sample_id"]}) if "sample_id" in forget.column_names else []
         key_file = os.path.join(directory, "controller", f"request-{self._event_id}.json")
-        key = bytes.fromhex(json.loads(Path(key_file).read_text())["key"]) if os.path.isfile(key_file) else secrets.token_bytes(32)
+        if os.path.isfile(key_file):  # the same event saved again: the same commitment
+            key = bytes.fromhex(json.loads(Path(key_file).read_text())["key"])
+        else:
+            key = secrets.token_bytes(32)
         digests = [salted(key, f"user:{u}")[:32] for u in users] + [salted(key, f"sample:{s}")[:32] for s in samples]
         write_json_atomic(key_file, {"key": key.hex(), "users": len(users), "samples": len(samples)})
         hyperparameters = {**self.method_hyperparameters(), "learning_rate": self.args.learning_rate,
