@@ -25,4 +25,4 @@ def test_versioned_card_metadata_is_set_by_the_caller():
         "apache-2.0", "Qwen/Qwen2.5-0.5B", ["ml-1m"], "peft")
     assert data.tags == ["hf_recunlearn", "recommendation", "machine-unlearning", "e2urec", "movies"]
     text = str(card)
-    assert "doi     = {10.1007/s11704-024-40044-2}" in text and "| v1 | unlearn | - | 2 | available |" in text
+    assert "doi     = {10.1007/s11704-024-40044-2}" in text and "| v1 | unlearn | - | 2 | available | - |" in text

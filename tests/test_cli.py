@@ -180,7 +180,8 @@ def test_e2urec_forget_and_push_report_the_real_counts(run_copy, hub_server, cap
     assert version["users_removed"] == 2 and version["metrics"]["forget_auc"] == pytest.approx(forgot["forget_auc"])
     card = ModelCard.load(repo_id)
     assert (card.data.license, card.data.datasets) == ("apache-2.0", ["user/ml-100k"]) and "movies" in card.data.tags
-    assert "| v1 | unlearn | - | 2 | available |" in card.text  # the users the event removed; no sample count
+    # The event's users (no sample count) and its receipt in the card's log.
+    assert "| v1 | unlearn | - | 2 | available | [" in card.text
 
 
 def test_forget_rejects_unknown_users_and_mismatched_methods(run_copy, capsys):

@@ -39,6 +39,7 @@ _EXPORTS = {
     "apa_recommender": ["APARecommender"],
     "evaluation": ["ModelPredictions", "Predictions", "evaluate_unlearning", "predict_unlearning_sets"],
     "bench": ["BenchSettings", "run_bench"],
+    "verification": ["VerifyReport", "verify"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -64,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .metrics import gap_closed, jsd, l2_distance, membership_inference_auc, utility_metrics
     from .models import build_tiny_model, build_tokenizer, load_model
     from .scoring import AnswerTokens, score
+    from .verification import VerifyReport, verify
     from .evaluation import ModelPredictions, Predictions, evaluate_unlearning, predict_unlearning_sets
     from .trainer import (
         APAConfig,

@@ -26,8 +26,13 @@ A directory written by [`write_apa_directory`] (through `APATrainer` after every
 - `lineage`: one entry per event: `version`, `event` (`train`/`forget`), `shards_trained` and `users_removed`.
   No sample counts: with the public data set, exact per-event sample counts narrow a deletion to one or two users.
 
+`receipts/` holds the chain of forgetting receipts, one per event (see `hf_recunlearn.receipts`): the receipt of the
+event that produced the version is written into the staging directory after every other file, so it switches in with
+the version it describes.
+
 `controller/` holds what only the data controller may see (ledger, recipe with seeds, validation row digests, exact
-counts; see `hf_recunlearn.controller`). It switches with the version and is never pushed.
+counts, the digests each forget event removed; see `hf_recunlearn.controller`). It switches with the version and is
+never pushed.
 
 Writes are atomic per version: a new version is written to a hidden sibling directory and then swapped in with two
 renames; the previous version is deleted (its adapters saw data that is now forgotten). If a crash lands between the
@@ -50,8 +55,10 @@ from typing import Any, Sequence
 
 import torch
 
+from . import receipts
 from .controller import (
     CONTROLLER_DIR,
+    FORGOTTEN_FILE,
     LEDGER_FILE,
     LINEAGE_FILE,
     RECIPE_FILE,
@@ -98,9 +105,10 @@ class APAState:
     """
     Everything one version of an APA model consists of. Tensors live on the CPU.
 
-    `ledger`, `recipe`, `valid_users` and the exact counts in `lineage` are the controller's (written to
-    `controller/`, never published); a version downloaded from the Hub has them as `None` and can serve predictions
-    but not forget.
+    `ledger`, `recipe`, `valid_users`, `forgotten` (per forget event: the version and the user and sample digests its
+    requests named) and the exact counts in `lineage` are the controller's (written to `controller/`, never
+    published); a version downloaded from the Hub has them as `None` and can serve predictions but not forget.
+    `receipts` is the public receipt chain (the bytes of each receipt file, oldest first).
     """
 
     shard_adapters: list[dict[str, torch.Tensor]]
@@ -119,6 +127,8 @@ class APAState:
     valid_users: list[str] | None = None
     recipe: dict | None = None
     run_id: str | None = None
+    receipts: list[bytes] = field(default_factory=list)
+    forgotten: list[dict] | None = None
 
     @property
     def num_shards(self) -> int:
@@ -185,10 +195,14 @@ def write_apa_directory(
     tokenizer=None,
     reuse_shards_from=None,
     changed_shards: Sequence[int] | None = None,
+    event=None,
 ) -> None:
     """
-    Write `state` as a new version of `target`, atomically: the published files and, when `state` has them, the
-    controller's (`controller/`).
+    Write `state` as a new version of `target`, atomically: the published files, the receipt chain and, when `state`
+    has them, the controller's (`controller/`).
+
+    With `event` (a `receipts.ExactEvent`: what produced this version), the event's receipt is built from the staged
+    files and appended to the chain, and `state.receipts` is updated once the version is in place.
 
     Shards not in `changed_shards` are copied byte for byte from `reuse_shards_from` (the previous version), so an
     unaffected shard's files never change. Everything is written into a hidden sibling directory first; only a
@@ -247,13 +261,19 @@ def write_apa_directory(
                                                       "shards": [dict(i) for i in state.shard_info]})  # fmt: skip
             write_json_atomic(private / VALIDATION_FILE, {"users": list(state.valid_users or [])})
             write_json_atomic(private / LINEAGE_FILE, state.lineage)
+            write_json_atomic(private / FORGOTTEN_FILE, list(state.forgotten or []))
             (private / "README.txt").write_text(_CONTROLLER_README)
+        chain = list(state.receipts)
+        if event is not None and state.has_controller_state:
+            chain.append(receipts.exact_receipt(staging, chain, state, event))  # after every other file
+        receipts.write_chain(staging, chain)
         _fsync_tree(staging)
         crash_point("apa:staged")
         swap_in(staging, target, "apa")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    state.receipts = chain
 
 
 _CONTROLLER_README = """\
@@ -323,7 +343,7 @@ def read_apa_directory(directory) -> APAState:
         lora_config = lora_config or LoraConfig.from_pretrained(str(folder))
     tensors = load_file(str(directory / meta["validation"]["state_file"]))
     private = directory / CONTROLLER_DIR
-    ledger = recipe = valid_users = None
+    ledger = recipe = valid_users = forgotten = None
     lineage = meta.get("lineage", [])
     partition = dict(meta.get("partition", {}))
     shard_info = [{"trained_in_version": s.get("trained_in_version")} for s in meta["shards"]]
@@ -333,6 +353,8 @@ def read_apa_directory(directory) -> APAState:
         recipe = json.loads((private / RECIPE_FILE).read_text())
         valid_users = json.loads((private / VALIDATION_FILE).read_text())["users"]
         lineage = json.loads((private / LINEAGE_FILE).read_text())
+        forgotten_file = private / FORGOTTEN_FILE
+        forgotten = json.loads(forgotten_file.read_text()) if forgotten_file.is_file() else []
         partition = recipe.pop("partition")
         shard_info = recipe.pop("shards")
         base_model = recipe.pop("base_model_name", None) or base_model
@@ -353,4 +375,6 @@ def read_apa_directory(directory) -> APAState:
         valid_users=valid_users,
         recipe=recipe,
         run_id=meta.get("run_id"),
+        receipts=receipts.read_chain(directory),
+        forgotten=forgotten,
     )

@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(cli.json, document)
     else:
         print(json.dumps(document, indent=2, sort_keys=True, allow_nan=False))
-    return 0
+    return 1 if isinstance(results, dict) and results.get("ok") is False else 0  # `verify`: a check failed
 
 
 def _config(parsed: dict):
@@ -887,6 +887,44 @@ def _versions(parsed) -> dict[str, Any]:
 
     args = parsed[VersionsArguments]
     return {"repo_id": args.repo_id, "versions": [v.to_dict() for v in hub.list_versions(args.repo_id)]}
+
+
+@dataclass
+class VerifyArguments:
+    run: str | None = field(
+        default=None, metadata={"help": "Run directory, APA directory or adapter directory with receipts/."}
+    )
+    repo_id: str | None = field(default=None, metadata={"help": "Hub repo pushed by `hf-recunlearn push`."})
+    revision: str | None = field(default=None, metadata={"help": "Revision of --repo_id to check (default: main)."})
+    retrain_shard: int | None = field(
+        default=None, metadata={"help": "With --run: retrain this shard with the stored recipe and compare."}
+    )
+    token: str | None = field(default=None, metadata={"help": "A deletion token (hfru1....) or a file holding one."})
+
+
+@command(
+    "verify",
+    "Check the forgetting receipts of a run or a Hub repo, and a deletion token (exit 1 if a check fails).",
+    fixed(VerifyArguments),
+    description=(
+        "Check the forgetting receipts: --run DIR (the controller: hashes, chain, manifests against the ledger, "
+        "each forgotten digest absent), --repo_id ID [--revision vN] (anyone: the published bytes only), "
+        "--run DIR --retrain_shard K (retrain shard K with the stored recipe and compare bit for bit), "
+        "--token T with either (a forgotten user's check). Exit 0 when everything holds, 1 with one line per "
+        "failure on stderr; stdout is one JSON document."
+    ),
+)
+def _verify(parsed) -> dict[str, Any]:
+    from .verification import verify
+
+    args = parsed[VerifyArguments]
+    if (args.run is None) == (args.repo_id is None):
+        raise ValueError("Pass exactly one of `--run DIR` (the controller's check) or `--repo_id ID` (the public's).")
+    report = verify(args.run, repo_id=args.repo_id, revision=args.revision, token=args.token,
+                    retrain_shard=args.retrain_shard)  # fmt: skip
+    for line in report.failures:
+        print(f"hf-recunlearn verify: FAIL: {line}", file=sys.stderr)
+    return report.to_dict()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ public metadata: what `hub.push` uploads) and the **controller state**, which ne
                                      partition method and seed, shard seeds, base model fingerprint, data spec
     D/controller/validation.json     salted digests of the validation rows behind the aggregation state
     D/controller/lineage.json        exact counts of every event (the public lineage is coarse)
+    D/controller/forgotten.json      per forget event: its version and the user/sample digests its requests named
+                                     (what `verify --run` checks absent, and what deletion tokens are issued from)
     .D.lock                          a per-directory lock: one train/forget/push at a time
     .D.journal                       forget requests, appended and fsync'd before any work (salted digests only)
 
@@ -44,6 +46,13 @@ LEDGER_FILE = "ledger.json"
 RECIPE_FILE = "recipe.json"
 VALIDATION_FILE = "validation.json"
 LINEAGE_FILE = "lineage.json"
+FORGOTTEN_FILE = "forgotten.json"
+
+# What a push publishes from a model directory: every file but hidden paths, the controller's folder and the two files
+# the push generates (the version log and the card). The Hub layer and the receipts both read it from here.
+VERSIONS_FILE = "unlearning_versions.json"
+CARD_FILE = "README.md"
+GENERATED_FILES = frozenset({VERSIONS_FILE, CARD_FILE})
 CRASH_ENV = "HF_RECUNLEARN_CRASH_AT"
 
 
@@ -90,6 +99,20 @@ def swap_in(staging: Path, target: Path, name: str) -> None:
     else:
         os.rename(staging, target)
         fsync_dir(target.parent)
+
+
+def published_files(directory) -> dict[str, Path]:
+    """Files to publish from a local directory: everything but hidden paths, `controller/` and the generated files."""
+    directory = Path(directory)
+    files = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if not path.is_file() or any(part.startswith(".") for part in rel.split("/")) or rel in GENERATED_FILES:
+            continue
+        if rel.split("/")[0] == CONTROLLER_DIR:  # the data controller's ledger and recipe: never published
+            continue
+        files[rel] = path
+    return files
 
 
 def recover_swap(target) -> None:

@@ -4,7 +4,9 @@ Versioned Hub repos for unlearned recommenders: push, pull, list versions, and p
 An APA directory (see `hf_recunlearn.apa_recommender`) is pushed as one Hub model repo::
 
     README.md                   model card: method, citation, unlearning log (counts only), how to load a version
-    unlearning_versions.json    every version: tag, commit, event, counts, date, metrics, status
+    unlearning_versions.json    every version: tag, commit, event, counts, date, metrics, status, and the path and
+                                sha256 of its receipt (the pushed state of `hf_recunlearn.receipts`)
+    receipts/000001.json, ...   the chain of forgetting receipts, one per event (kept whole in every version)
     apa_config.json             the APA metadata (lineage, per-shard versions and sha256, ledger of salted hashes)
     apa_state.safetensors
     shard_00/adapter_config.json, shard_00/adapter_model.safetensors, ...
@@ -46,18 +48,17 @@ from typing import Any, Iterator
 
 from .cards import CITATIONS as _CITATIONS
 from .cards import model_card_template
-from .controller import CONTROLLER_DIR, crash_point
+from .controller import CARD_FILE, VERSIONS_FILE, crash_point
+from .controller import GENERATED_FILES as _GENERATED
+from .controller import published_files as _local_files
 
 
 logger = logging.getLogger(__name__)
 
-VERSIONS_FILE = "unlearning_versions.json"
-CARD_FILE = "README.md"
 VERSIONS_FORMAT = "hf_recunlearn/hub_versions"
 BASE_TAGS = ["hf_recunlearn", "recommendation", "machine-unlearning"]
 FORGET_EVENTS = ("forget", "unlearn")
 _LOCAL_BASE_TEXT = "a base model that is not on the Hub (pass `base_model=` when loading)"
-_GENERATED = {VERSIONS_FILE, CARD_FILE}
 _KEPT_REMOTE = {".gitattributes"}  # files the Hub creates, never deleted by a push
 
 CITATIONS = _CITATIONS  # the one citation table (hf_recunlearn.cards), under its old name
@@ -198,19 +199,6 @@ def _file_ids(path: Path) -> tuple[str, str]:
     return sha1.hexdigest(), sha256.hexdigest()
 
 
-def _local_files(directory: Path) -> dict[str, Path]:
-    """Files to publish from a local directory: everything but hidden paths and the files the push generates."""
-    files = {}
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if not path.is_file() or any(part.startswith(".") for part in rel.split("/")) or rel in _GENERATED:
-            continue
-        if rel.split("/")[0] == CONTROLLER_DIR:  # the data controller's ledger and recipe: never published
-            continue
-        files[rel] = path
-    return files
-
-
 def _token_or_raise(token):
     from huggingface_hub import get_token
 
@@ -330,14 +318,31 @@ def _log_rows(versions: list[dict]) -> list[dict]:
     rows = []
     for v in versions:
         shards = v.get("shards_retrained")
+        receipt = v.get("receipt")
         rows.append({
             "tag": v["tag"],
             "event": v.get("event", ""),
             "shards": ", ".join(str(k) for k in shards) if shards else "-",
             "users_removed": v.get("users_removed", 0),
             "status": v.get("status", "available").replace("_", " "),
+            "receipt": f"[{receipt.split('/')[-1]}]({receipt})" if receipt else "-",
         })  # fmt: skip
     return rows
+
+
+def _receipt_fields(directory: Path, version: int | None = None) -> dict:
+    """
+    `{"receipt": path, "receipt_sha256": hash}` of the receipt of model version `version` (default: the newest
+    receipt) in `directory`'s chain (`hf_recunlearn.receipts`); empty when there is none.
+    """
+    folder = directory / "receipts"
+    files = sorted(folder.glob("[0-9]*.json")) if folder.is_dir() else []
+    if version is not None:
+        files = [f for f in files if json.loads(f.read_bytes()).get("version") == int(version)]
+    if not files:
+        return {}
+    path = files[-1]
+    return {"receipt": f"receipts/{path.name}", "receipt_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def render_model_card(
@@ -771,6 +776,7 @@ def push(
             continue
         status = "available" if v == version else "not_pushed"
         new = _version_entry(v, entry, entry.get("event", ""), metrics if v == version else None, status)
+        new.update(_receipt_fields(directory, v))
         if v == version:
             new.update(date=_now(), parent_commit=remote.head)
         new_entries.append(new)
@@ -857,6 +863,7 @@ def push_adapter(
         version = remote.latest + 1
         entry = _version_entry(version, None, event, metrics, "available")
         entry.update(users_removed=int(users_removed), date=_now(), parent_commit=remote.head)
+        entry.update(_receipt_fields(directory))
         versions = _merge_versions(remote, [entry], purge)
     card = render_model_card(method, repo_id, versions, base_model=base_model, datasets=datasets, metrics=metrics,
                              license=license, tags=tags)  # fmt: skip

@@ -520,7 +520,10 @@ class UnlearningTrainer(Trainer):
     # ------------------------------------------------------------------ training
 
     def train(self, *args, **kwargs):
+        import uuid
+
         start = time.perf_counter()
+        self._event_id = str(uuid.uuid4())  # the unlearning event `save_model` writes a receipt for
         if self.teacher_outputs is None:
             self.teacher_outputs = self.compute_teacher_outputs()
             self.teacher_runtime = time.perf_counter() - start
@@ -616,6 +619,80 @@ class UnlearningTrainer(Trainer):
         elif not metrics:
             raise ValueError("Nothing to evaluate: pass `eval_dataset`, or keep `args.eval_on_forget=True`.")
         return metrics
+
+    # ------------------------------------------------------------------ receipts
+
+    # Audit figures for the receipt: `None` computes `audit_figures()`; a dict (e.g. a calibrated audit's figures)
+    # replaces them. Set it before `save_model()`.
+    audit: dict[str, Any] | None = None
+
+    def audit_figures(self) -> dict[str, Any]:
+        """
+        The audit figures the receipt of this unlearning event records: `audit` if it was set, else utility on
+        `eval_dataset` (`test_auc`, `test_acc`, `test_logloss`), `forget_auc`, `forget_confidence` and the
+        membership-inference AUC (forget set vs the unseen `eval_dataset`), after unlearning and, when a LoRA student
+        left the original computable, before (`original_...`).
+        """
+        if self.audit is not None:
+            return dict(self.audit)
+        from ..evaluation import predict_unlearning_sets
+
+        test = self.eval_dataset
+        if not isinstance(test, Dataset) or "label" not in test.column_names:
+            return {}
+        tokenizer = self.processing_class
+        figures = predict_unlearning_sets(self._unwrapped, tokenizer, self.forget_dataset, test, full_vocab=False)
+        out = figures.metrics()
+        if isinstance(self._unwrapped, PeftModel):
+            with self.original_model() as original:
+                before = predict_unlearning_sets(original, tokenizer, self.forget_dataset, test, full_vocab=False)
+            out.update({f"original_{k}": v for k, v in before.metrics().items()})
+        return out
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """
+        `Trainer.save_model`, then (after an unlearning `train()`, into `args.output_dir`) the event's receipt in
+        `receipts/`: the hashes of the saved files, a commitment to the forget request, the hyperparameters, the
+        audit figures and the statement that the result is approximate (see `hf_recunlearn.receipts`). Saving the
+        same event again replaces its receipt; a new `train()` chains a new one.
+        """
+        super().save_model(output_dir, _internal_call)
+        target = output_dir or self.args.output_dir
+        if (getattr(self, "_event_id", None) is not None and self.is_world_process_zero()
+                and os.path.abspath(target) == os.path.abspath(self.args.output_dir)):  # fmt: skip
+            self._write_receipt(target)
+
+    def _write_receipt(self, directory: str) -> None:
+        """The approximate receipt, chained to those in `directory`; the request's key stays in `controller/`."""
+        import json
+        import secrets
+        from pathlib import Path
+
+        from ..receipts import SortedTree, approximate_receipt, salted, write_receipt_atomic
+        from ..runs import write_json_atomic
+
+        forget = self.forget_dataset
+        users = sorted({str(u) for u in forget["user_id"]}) if "user_id" in forget.column_names else []
+        samples = sorted({str(s) for s in forget["sample_id"]}) if "sample_id" in forget.column_names else []
+        key_file = os.path.join(directory, "controller", f"request-{self._event_id}.json")
+        if os.path.isfile(key_file):  # the same event saved again: the same commitment
+            key = bytes.fromhex(json.loads(Path(key_file).read_text())["key"])
+        else:
+            key = secrets.token_bytes(32)
+        digests = [salted(key, f"user:{u}")[:32] for u in users] + [salted(key, f"sample:{s}")[:32] for s in samples]
+        write_json_atomic(key_file, {"key": key.hex(), "users": len(users), "samples": len(samples)})
+        hyperparameters = {**self.method_hyperparameters(), "learning_rate": self.args.learning_rate,
+                           "num_train_epochs": self.args.num_train_epochs, "use_lora": self.args.use_lora}  # fmt: skip
+        data = approximate_receipt(
+            directory,
+            method=self._name.lower(),
+            request_commitment=SortedTree(digests, key, "request").commitment(),
+            users=len(users),
+            hyperparameters=hyperparameters,
+            audit=self.audit_figures(),
+            event_id=self._event_id,
+        )
+        write_receipt_atomic(directory, data)
 
     # ------------------------------------------------------------------ model card
 
