@@ -214,7 +214,8 @@ def write_apa_directory(
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_apa_directory(target)
     staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:12]}"
-    changed = set(range(state.num_shards)) if changed_shards is None or reuse_shards_from is None else set(changed_shards)
+    everything = changed_shards is None or reuse_shards_from is None
+    changed = set(range(state.num_shards)) if everything else set(changed_shards)
     try:
         staging.mkdir()
         shards_meta = []

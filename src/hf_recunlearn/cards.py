@@ -2,9 +2,9 @@
 The papers behind each method: one citation table for every model card the library writes.
 
 Every card is rendered with `huggingface_hub.ModelCard.from_template` from a template shipped in `model_cards/`
-([`model_card_template`]). The trainers' cards (`create_model_card`, which `Trainer.push_to_hub` calls) take a method's `_paper` from here, and
-the Hub layer's versioned cards (`hub.render_model_card`) take their citation from here, so a method is cited one way
-everywhere.
+([`model_card_template`]). The trainers' cards (`create_model_card`, which `Trainer.push_to_hub` calls) take a
+method's `_paper` from here, and the Hub layer's versioned cards (`hub.render_model_card`) take their citation from
+here, so a method is cited one way everywhere.
 """
 
 from __future__ import annotations

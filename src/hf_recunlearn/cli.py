@@ -185,7 +185,9 @@ class BenchArguments:
                   "choices": ["e2urec", "apa"]},
     )  # fmt: skip
     seeds: int = field(default=1, metadata={"help": "Repetitions with seeds 0..N-1; rows report mean ± std."})
-    num_shards: int | None = field(default=None, metadata={"help": "Shards K of APA, SISA, RecEraser (4; 2 with --tiny)."})
+    num_shards: int | None = field(
+        default=None, metadata={"help": "Shards K of APA, SISA, RecEraser (4; 2 with --tiny)."}
+    )
     forget_fraction: float = field(
         default=0.2, metadata={"help": "Share of users to forget when the data has no niche users (E2URec §5.1)."}
     )
@@ -526,10 +528,10 @@ def _train_shards(method: str, data: DataArguments, base: str, splits, config) -
     """`train --method apa|sisa`: K shard adapters with one recipe, saved under RUN/<method>/."""
     from .metrics import utility_metrics
 
-    trainer = _shard_trainer_class(method)(base, config, train_dataset=splits["train"],
-                                           eval_dataset={"valid": splits["valid"], "test": splits["test"]})  # fmt: skip
-    trainer.data_spec = {"data": data.data, "preset": data.preset, "template": data.template,
-                         "history_len": data.history_len, "num_samples": data.num_samples, "seed": config.seed}  # fmt: skip
+    evaluation = {"valid": splits["valid"], "test": splits["test"]}
+    trainer = _shard_trainer_class(method)(base, config, train_dataset=splits["train"], eval_dataset=evaluation)
+    trainer.data_spec = {"data": data.data, "preset": data.preset, "template": data.template, "seed": config.seed,
+                         "history_len": data.history_len, "num_samples": data.num_samples}  # fmt: skip
     trainer.train()
     report = trainer.last_report
     metrics = utility_metrics(splits["test"]["label"], trainer.predict(splits["test"]).predictions)
@@ -611,7 +613,8 @@ def _forget(parsed) -> dict[str, Any]:
     if len(whom) + args.resume != 1:
         given = ", ".join(f"`--{n}`" for n in whom + (["resume"] if args.resume else [])) or "none"
         raise ValueError(
-            f"Pass exactly one of `--users`, `--samples`, `--forget_fraction` (or `--resume` for apa/sisa); got {given}."
+            "Pass exactly one of `--users`, `--samples`, `--forget_fraction` (or `--resume` for apa/sisa); got "
+            f"{given}."
         )
     if args.method in EXACT:
         return _forget_shards(args, parsed["argv"], run, info)
@@ -724,7 +727,9 @@ def _forget_approximate(args, config, run, info) -> dict[str, Any]:
     from .trainer import APPROXIMATE_METHODS
 
     if info.method != "tallrec" or not run.original_dir.is_dir():
-        raise ValueError(f"`--method {args.method}` unlearns the original recommender of a `train --method tallrec` run.")
+        raise ValueError(
+            f"`--method {args.method}` unlearns the original recommender of a `train --method tallrec` run."
+        )
     splits = run.load_datasets()
     request = make_forget_split(splits["train"], user_ids=_ids(args.users), sample_ids=_ids(args.samples),
                                 fraction=args.forget_fraction, seed=args.forget_seed)  # fmt: skip
