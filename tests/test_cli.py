@@ -222,3 +222,32 @@ def test_thread_default_is_one_for_the_builtin_model_unless_told(monkeypatch):
             _configure_threads(CLIArguments(num_threads=-1), small_model=True)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("method", ["neggrad", "negkl", "badt"])
+def test_every_approximate_baseline_forgets_through_the_cli(run_copy, capsys, method):
+    from datasets import load_from_disk
+
+    train = load_from_disk(str(run_copy / "data" / "train"))
+    user = sorted(set(train["user_id"]))[0]
+    result = run_cli(capsys, "forget", "--run", str(run_copy), "--method", method, "--users", user,
+                     "--num_train_epochs", "1")  # fmt: skip
+    assert (result["users_forgotten"], result["samples_forgotten"]) == (1, train["user_id"].count(user))
+    assert list((run_copy / method).glob("*.safetensors"))  # the unlearned model (the baselines: every weight)
+    latest = json.loads((run_copy / "run.json").read_text())["events"][-1]
+    assert (latest["event"], latest["method"]) == ("forget", method)
+    assert latest["samples_forgotten"] == result["samples_forgotten"]
+
+
+def test_sisa_trains_and_forgets_samples_through_the_cli(tmp_path, capsys):
+    from datasets import load_from_disk
+
+    run = tmp_path / "run"
+    trained = run_cli(capsys, "train", "--data", ML100K, "--output_dir", str(run), *TINY, "--method", "sisa",
+                      "--num_shards", "2")  # fmt: skip
+    assert (trained["method"], trained["version"], trained["num_shards"]) == ("sisa", 1, 2)
+    sample = load_from_disk(str(run / "data" / "train"))["sample_id"][0]
+    forgot = run_cli(capsys, "forget", "--run", str(run), "--method", "sisa", "--samples", sample)
+    assert (forgot["version"], forgot["samples_removed"], len(forgot["affected_shards"])) == (2, 1, 1)
+    assert sample not in load_from_disk(str(run / "data" / "train"))["sample_id"]
+    assert run_cli(capsys, "evaluate", "--run", str(run))["version"] == 2
