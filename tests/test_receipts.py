@@ -83,13 +83,16 @@ def forgotten(template, tmp_path_factory, hub_server_session):
         huggingface_hub.constants.HF_HUB_OFFLINE = offline
     users = sorted(set(template["ds"]["train"]["user_id"]))[:3]
     shards, tokens = [], []
+    token_file = root / "to-send" / "tokens.json"
+    token_file.parent.mkdir()
     for user in users:
         (k,) = ledger_of(path / "apa", template["salts"]).locate(user_ids=[user])
-        code, out = cli_json(root, "forget", "--run", str(path), "--method", "apa", "--users", user)
+        extra = ["--token_file", str(token_file)] if user == users[-1] else []
+        code, out = cli_json(root, "forget", "--run", str(path), "--method", "apa", "--users", user, *extra)
         assert code == 0 and out["affected_shards"] == [k]
         shards.append(k)
         tokens.append(out["tokens"][0])
-    return {"run": path, "users": users, "shards": shards, "tokens": tokens, "repos": repos}
+    return {"run": path, "users": users, "shards": shards, "tokens": tokens, "repos": repos, "token_file": token_file}
 
 
 @pytest.fixture
@@ -254,6 +257,23 @@ def test_retrain_shard_from_the_cli_reproduces_the_retrained_shard_bit_for_bit(f
     assert verify_cli(tmp_path, capsys, "--run", str(run))[0] == 0  # the forgery holds up to every hash check
     code, out, lines = verify_cli(tmp_path, capsys, "--run", str(run), "--retrain-shard", str(k))
     assert code == 1 and any(f"apa/{name}: retraining shard {k} from its manifest" in line for line in lines)
+
+
+def test_forget_writes_the_tokens_to_a_file_only_the_controller_reads(forgotten, tmp_path, capsys, salt_env):
+    path = forgotten["token_file"]
+    assert json.loads(path.read_text()) == {forgotten["users"][-1]: forgotten["tokens"][-1]}
+    assert path.stat().st_mode & 0o077 == 0  # not readable by other accounts: it pairs ids with tokens
+    code, out, lines = verify_cli(tmp_path, capsys, "--run", str(forgotten["run"]), "--token", forgotten["tokens"][-1])
+    assert code == 0 and not lines
+    # Asked of an approximate method (no tokens), or into a folder that does not exist: exit 2, nothing written.
+    for args, message in (
+        (["--method", "e2urec", "--token_file", str(tmp_path / "t.json")], "apply to `--method apa|sisa`"),
+        (["--method", "apa", "--token_file", str(tmp_path / "missing" / "t.json")], "its folder does not exist"),
+    ):
+        capsys.readouterr()
+        code = main(["forget", "--run", str(forgotten["run"]), "--users", forgotten["users"][0], *args])
+        assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "missing").exists()
 
 
 def test_bad_verify_arguments_are_one_line_and_exit_2(forgotten, tmp_path, capsys):

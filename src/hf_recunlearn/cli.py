@@ -123,6 +123,12 @@ class ForgetArguments:
         metadata={"help": "Fail at once (exit 2) if another process is training, forgetting or pushing on this run "
                   "(default: wait for it)."},
     )  # fmt: skip
+    token_file: str | None = field(
+        default=None,
+        metadata={"help": "apa/sisa: also write each forgotten user's deletion token to this JSON file ({user id: "
+                  "token}, readable by you only), from which you send each user theirs; they check it with "
+                  "`hf-recunlearn verify --repo_id ID --token T`. Keep it out of anything you publish."},
+    )  # fmt: skip
 
 
 @dataclass
@@ -616,10 +622,15 @@ def _forget(parsed) -> dict[str, Any]:
             "Pass exactly one of `--users`, `--samples`, `--forget_fraction` (or `--resume` for apa/sisa); got "
             f"{given}."
         )
+    if args.token_file is not None and not Path(args.token_file).parent.is_dir():
+        raise ValueError(f"`--token_file` {args.token_file!r}: its folder does not exist; create it first.")
     if args.method in EXACT:
         return _forget_shards(args, parsed["argv"], run, info)
-    if args.resume or args.flush:
-        raise ValueError("`--resume` and `--flush` apply to `--method apa|sisa` (the exact methods' journal).")
+    if args.resume or args.flush or args.token_file is not None:
+        raise ValueError(
+            "`--resume`, `--flush` and `--token_file` apply to `--method apa|sisa` (the exact methods' journal and "
+            "deletion tokens; an approximate forget issues no token)."
+        )
     return _forget_approximate(args, config, run, info)
 
 
@@ -716,7 +727,16 @@ def _forget_shards(args, argv, run, info) -> dict[str, Any]:
                                 erase_copies=_erase_run_copies(run, trainer))  # fmt: skip
         if report.event == "forget":
             _record_shard_event(run, args.method, trainer, report)
-    return {"method": args.method, **report.to_dict()}
+    result = {"method": args.method, **report.to_dict()}
+    if args.token_file is not None and report.tokens:
+        from .controller import write_json_atomic
+
+        write_json_atomic(args.token_file, dict(zip(users, report.tokens)))  # created 0600 (mkstemp)
+        result["token_file"] = str(Path(args.token_file).resolve())
+    elif args.token_file is not None:
+        logger.warning("No deletion token was issued (the request is queued or named samples only): %s not written.",
+                       args.token_file)  # fmt: skip
+    return result
 
 
 def _forget_approximate(args, config, run, info) -> dict[str, Any]:
