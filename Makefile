@@ -29,7 +29,7 @@ test: $(STAMP) $(CHROMIUM)
 test-slow: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -m slow
 
-# Every unlearning method side by side on the synthetic data set (about 10 minutes on 2 cores): table on stdout.
+# Every unlearning method side by side on the synthetic data set (about 10 minutes on 2 cores): the table on stderr, results in JSON.
 bench: $(STAMP)
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/hf-recunlearn bench --output-dir runs/bench --json runs/bench/results.json --plots runs/bench/plots
 

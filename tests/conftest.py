@@ -1,7 +1,7 @@
 """
 Shared test setup.
 
-Hub tests run the real `huggingface_hub` client against `hf_recunlearn.testing.HubServer` on 127.0.0.1. The client
+Hub tests run the real `huggingface_hub` client against `HubServer` (tests/hub_server.py) on 127.0.0.1. The client
 reads `HF_ENDPOINT`, `HF_HOME`, `HF_TOKEN` and `HF_HUB_DISABLE_XET` when it is imported, so they are set here, at
 conftest import, before any test module imports it; the server starts lazily on the chosen port.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_recunlearn.testing import HubServer, prepare_hub_environment
+from hub_server import HubServer, prepare_hub_environment
 
 
 HUB_ENV = prepare_hub_environment()

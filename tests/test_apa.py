@@ -17,7 +17,7 @@ import torch
 from peft import PeftModel, get_peft_model_state_dict
 from safetensors.torch import load_file
 
-import hf_recunlearn.apa_recommender as apa_store
+import hf_recunlearn.apa_format as apa_store  # the atomic write path of a version
 from hf_recunlearn.apa_recommender import APARecommender, read_apa_directory, recover_apa_directory
 from hf_recunlearn.partition import ShardLedger, load_or_create_salt
 from hf_recunlearn.scoring import score

@@ -26,7 +26,8 @@ def bench_run(tmp_path_factory):
 def test_bench_writes_every_row_and_column(bench_run, capsys):
     argv, json_path, plots = bench_run
     assert main(argv) == 0
-    stdout = capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.out == ""  # with --json PATH, stdout stays empty; the table is for people, on stderr
     result = json.loads(json_path.read_text())
 
     assert set(result) == {"config", "rows", "seeds", "criteria"}
@@ -101,12 +102,11 @@ def test_bench_writes_every_row_and_column(bench_run, capsys):
     assert len({row["unlearn_seconds"] for row in apa}) == 1
     assert len({row["auc"] for row in apa}) > 1 or len({row["mia_auc"] for row in apa}) > 1
 
-    lines = stdout.strip().splitlines()
+    lines = captured.err.strip().splitlines()
     header = next(line for line in lines if line.startswith("| method"))
     assert header.count("|") == len(COLUMNS) + 2
     for name in ROWS:
         assert any(line.startswith(f"| {name} |") for line in lines), name
-    assert not any(line.startswith("{") for line in lines), "trainer logs leaked into the table on stdout"
     assert any(line.startswith("| exact method |") for line in lines)
 
     for name in ("utility_vs_forgetting.png", "time.png"):
@@ -180,7 +180,7 @@ def test_bench_runs_on_real_movielens_files(tmp_path, capsys):
     assert result["seeds"][0]["noise_floor_jsd"] == result["seeds"][0]["rows"][1]["jsd"]
     assert not any((Path(tmp_path) / "runs" / "seed0" / d).exists() for d in ("apa", "sisa", "single_adapter", "e2urec"))
     assert result["rows"][2]["infer_vs_single"] is None  # no Single adapter row was run to compare with
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # the table goes to stderr, the JSON to --json
     assert f"Data {data}" in out and "| NegGrad |" in out and "| E2URec |" not in out
 
 

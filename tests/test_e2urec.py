@@ -288,10 +288,11 @@ def test_evaluate_reports_utility_and_forgetting(tiny_data, tmp_path):
 
 def test_model_card_names_the_method_and_hides_user_ids(tiny_data, tmp_path):
     trainer = make_trainer(tiny_data, tmp_path)
-    trainer.create_model_card()
+    trainer.create_model_card(license="apache-2.0", dataset_name="user/ml-1m")  # what push_to_hub(**kwargs) passes
     card = (tmp_path / "out" / "README.md").read_text()
     assert "E2URec" in card and "@article" in card and "10.1007/s11704-024-40044-2" in card
-    assert "e2urec" in card.split("---")[1]  # a tag in the metadata
+    meta = card.split("---")[1]
+    assert "e2urec" in meta and "license: apache-2.0" in meta and "- user/ml-1m" in meta  # metadata
     forget = tiny_data["split"].forget
     # No digest of the forgotten ids (unsalted, anyone holding the public data could test candidate users against it)
     # and no sample count (it narrows the request to users with that many rows): the number of users only.

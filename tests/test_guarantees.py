@@ -182,7 +182,9 @@ def test_cli_forget_retrains_with_the_stored_recipe_bit_for_bit(run, template_ru
     salts, ds = template_run["salts"], template_run["ds"]
     user = ds["train"]["user_id"][0]
     k = shard_of(run / "apa", salts, user)
-    cli("forget", "--run", str(run), "--method", "apa", "--users", user)
+    result = cli("forget", "--run", str(run), "--method", "apa", "--users", user)
+    report = json.loads(result.stdout)  # a real process's stdout is exactly one JSON document
+    assert (report["version"], report["users_removed"], report["affected_shards"]) == (2, 1, [k])
     state = read_apa_directory(run / "apa")
     assert state.version == 2 and ledger_of(run / "apa", salts).hash_user(user) not in users_in(run / "apa", salts)
     assert all(info["seed"] == 17 for info in state.shard_info)  # the recipe's seed, not 42 or 0

@@ -120,7 +120,7 @@ def test_push_versions_keep_history_and_pull_each_by_revision(runs, hub_server, 
     assert [c.commit_id for c in commits[:2]] == [second.commit, first.commit]
     assert sorted(second.uploaded) == sorted([
         "README.md", "apa_config.json", "apa_state.safetensors", f"shard_{k:02d}/adapter_model.safetensors",
-        "unlearning_versions.json",
+        "unlearning_versions.json", "receipts/000002.json",  # the forget event's receipt joins the chain
     ])  # fmt: skip
     assert second.deleted == [] and second.purged == []
     assert lfs_uploads_since(hub_server, start) == 2  # the retrained shard and the aggregation state, nothing else

@@ -26,7 +26,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from hf_recunlearn.testing import HubServer, find_free_port, git_blob_oid
+from hub_server import HubServer, find_free_port, git_blob_oid
 
 
 CONFIG = b'{"peft_type": "LORA", "r": 8}'

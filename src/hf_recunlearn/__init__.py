@@ -1,7 +1,7 @@
 """hf_recunlearn: make LLM-based recommenders forget (E2URec, APA) on transformers + PEFT.
 
 The public names below are imported lazily (PEP 562), so `import hf_recunlearn` is cheap and does not import
-`huggingface_hub` before a test harness has pointed it at a local Hub (see `hf_recunlearn.testing`).
+`huggingface_hub` before a test harness has pointed it at a local Hub (the tests' `tests/hub_server.py`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ _EXPORTS = {
     "apa_recommender": ["APARecommender"],
     "evaluation": ["ModelPredictions", "Predictions", "evaluate_unlearning", "predict_unlearning_sets"],
     "bench": ["BenchSettings", "run_bench"],
+    "verification": ["VerifyReport", "verify"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -67,6 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import build_tiny_model, build_tokenizer, load_model
     from .scoring import AnswerTokens, score
     from .audit import ForgetAudit
+    from .verification import VerifyReport, verify
     from .evaluation import ModelPredictions, Predictions, evaluate_unlearning, predict_unlearning_sets
     from .trainer import (
         APAConfig,

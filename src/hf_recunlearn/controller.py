@@ -9,6 +9,8 @@ public metadata: what `hub.push` uploads) and the **controller state**, which ne
                                      partition method and seed, shard seeds, base model fingerprint, data spec
     D/controller/validation.json     salted digests of the validation rows behind the aggregation state
     D/controller/lineage.json        exact counts of every event (the public lineage is coarse)
+    D/controller/forgotten.json      per forget event: its version and the user/sample digests its requests named
+                                     (what `verify --run` checks absent, and what deletion tokens are issued from)
     .D.lock                          a per-directory lock: one train/forget/push at a time
     .D.journal                       forget requests, appended and fsync'd before any work (salted digests only)
 
@@ -44,6 +46,13 @@ LEDGER_FILE = "ledger.json"
 RECIPE_FILE = "recipe.json"
 VALIDATION_FILE = "validation.json"
 LINEAGE_FILE = "lineage.json"
+FORGOTTEN_FILE = "forgotten.json"
+
+# What a push publishes from a model directory: every file but hidden paths, the controller's folder and the two files
+# the push generates (the version log and the card). The Hub layer and the receipts both read it from here.
+VERSIONS_FILE = "unlearning_versions.json"
+CARD_FILE = "README.md"
+GENERATED_FILES = frozenset({VERSIONS_FILE, CARD_FILE})
 CRASH_ENV = "HF_RECUNLEARN_CRASH_AT"
 
 
@@ -76,7 +85,7 @@ def swap_in(staging: Path, target: Path, name: str) -> None:
     """
     Make the complete folder `staging` the new `target`: two renames, the previous content deleted after. A crash
     between the renames leaves `target` missing and `.target.previous-*` beside it, which
-    `apa_recommender.recover_apa_directory` (run by every reader) moves back. `name` labels the crash points.
+    [`recover_swap`] (run by every reader) moves back. `name` labels the crash points.
     """
     target = Path(target)
     if target.exists():
@@ -90,6 +99,70 @@ def swap_in(staging: Path, target: Path, name: str) -> None:
     else:
         os.rename(staging, target)
         fsync_dir(target.parent)
+
+
+def published_files(directory) -> dict[str, Path]:
+    """Files to publish from a local directory: everything but hidden paths, `controller/` and the generated files."""
+    directory = Path(directory)
+    files = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if not path.is_file() or any(part.startswith(".") for part in rel.split("/")) or rel in GENERATED_FILES:
+            continue
+        if rel.split("/")[0] == CONTROLLER_DIR:  # the data controller's ledger and recipe: never published
+            continue
+        files[rel] = path
+    return files
+
+
+def recover_swap(target) -> None:
+    """
+    Finish or roll back an interrupted [`swap_in`]: if `target` is missing but its previous content was moved aside,
+    move it back; remove leftover staging directories of unfinished writes. Every reader of a swapped folder (an APA
+    version, a run's data) calls it first.
+    """
+    target = Path(target)
+
+    def siblings(kind: str) -> list[Path]:
+        return sorted(target.parent.glob(f".{target.name}.{kind}-*"))
+
+    previous = siblings("previous")
+    if not target.exists() and previous:
+        os.rename(previous[-1], target)
+        fsync_dir(target.parent)
+        previous = previous[:-1]
+    if target.exists():
+        for path in previous + siblings("staging"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def write_json_atomic(path, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"Cannot serialise {type(value).__name__} to JSON")
 
 
 def fsync_dir(path: Path) -> None:

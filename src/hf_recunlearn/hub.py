@@ -4,7 +4,9 @@ Versioned Hub repos for unlearned recommenders: push, pull, list versions, and p
 An APA directory (see `hf_recunlearn.apa_recommender`) is pushed as one Hub model repo::
 
     README.md                   model card: method, citation, unlearning log (counts only), how to load a version
-    unlearning_versions.json    every version: tag, commit, event, counts, date, metrics, status
+    unlearning_versions.json    every version: tag, commit, event, counts, date, metrics, status, and the path and
+                                sha256 of its receipt (the pushed state of `hf_recunlearn.receipts`)
+    receipts/000001.json, ...   the chain of forgetting receipts, one per event (kept whole in every version)
     apa_config.json             the APA metadata (lineage, per-shard versions and sha256, ledger of salted hashes)
     apa_state.safetensors
     shard_00/adapter_config.json, shard_00/adapter_model.safetensors, ...
@@ -44,52 +46,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from .controller import CONTROLLER_DIR, crash_point
+from .cards import CITATIONS as _CITATIONS
+from .cards import model_card_template
+from .controller import CARD_FILE, VERSIONS_FILE, crash_point
+from .controller import GENERATED_FILES as _GENERATED
+from .controller import published_files as _local_files
 
 
 logger = logging.getLogger(__name__)
 
-VERSIONS_FILE = "unlearning_versions.json"
-CARD_FILE = "README.md"
 VERSIONS_FORMAT = "hf_recunlearn/hub_versions"
 BASE_TAGS = ["hf_recunlearn", "recommendation", "machine-unlearning"]
 FORGET_EVENTS = ("forget", "unlearn")
 _LOCAL_BASE_TEXT = "a base model that is not on the Hub (pass `base_model=` when loading)"
-_GENERATED = {VERSIONS_FILE, CARD_FILE}
 _KEPT_REMOTE = {".gitattributes"}  # files the Hub creates, never deleted by a push
 
-CITATIONS = {
-    "apa": {
-        "title": "Exact and Efficient Unlearning for Large Language Model-based Recommendation",
-        "authors": "Hu et al.",
-        "year": 2024,
-        "arxiv": "2404.10327",
-        "bibtex": (
-            "@article{hu2024exact,\n"
-            "  title   = {Exact and Efficient Unlearning for Large Language Model-based Recommendation},\n"
-            "  author  = {Hu, Zhiyu and Zhang, Yang and Xiao, Minghao and Wang, Wenjie and Feng, Fuli and "
-            "He, Xiangnan},\n"
-            "  journal = {arXiv preprint arXiv:2404.10327},\n"
-            "  year    = {2024}\n"
-            "}"
-        ),
-    },
-    "e2urec": {
-        "title": "Towards Efficient and Effective Unlearning of Large Language Models for Recommendation",
-        "authors": "Wang et al.",
-        "year": 2024,
-        "arxiv": "2403.03536",
-        "bibtex": (
-            "@article{wang2024towards,\n"
-            "  title   = {Towards Efficient and Effective Unlearning of Large Language Models for Recommendation},\n"
-            "  author  = {Wang, Hangyu and Lin, Jianghao and Chen, Bo and Yang, Yang and Tang, Ruiming and Zhang, "
-            "Weinan and Yu, Yong},\n"
-            "  journal = {arXiv preprint arXiv:2403.03536},\n"
-            "  year    = {2024}\n"
-            "}"
-        ),
-    },
-}
+CITATIONS = _CITATIONS  # the one citation table (hf_recunlearn.cards), under its old name
 _METHOD_TITLES = {
     "apa": "APA (exact unlearning)",
     "e2urec": "an E2URec-unlearned recommender adapter",
@@ -227,19 +199,6 @@ def _file_ids(path: Path) -> tuple[str, str]:
     return sha1.hexdigest(), sha256.hexdigest()
 
 
-def _local_files(directory: Path) -> dict[str, Path]:
-    """Files to publish from a local directory: everything but hidden paths and the files the push generates."""
-    files = {}
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if not path.is_file() or any(part.startswith(".") for part in rel.split("/")) or rel in _GENERATED:
-            continue
-        if rel.split("/")[0] == CONTROLLER_DIR:  # the data controller's ledger and recipe: never published
-            continue
-        files[rel] = path
-    return files
-
-
 def _token_or_raise(token):
     from huggingface_hub import get_token
 
@@ -355,29 +314,35 @@ def _read_remote_json(repo_id: str, path: str, revision: str, token) -> dict | N
 # Model cards
 
 
-def model_card_template(method: str) -> Path:
-    """Path of the shipped Jinja template for `method` (`"apa"`; every adapter method uses `"e2urec"`'s)."""
-    name = "apa.md" if method == "apa" else "e2urec.md"
-    path = Path(__file__).resolve().parent / "model_cards" / name
-    if not path.is_file():  # e.g. a zipped install: ask importlib for it
-        from importlib.resources import files
-
-        path = Path(str(files("hf_recunlearn") / "model_cards" / name))
-    return path
-
-
 def _log_rows(versions: list[dict]) -> list[dict]:
     rows = []
     for v in versions:
         shards = v.get("shards_retrained")
+        receipt = v.get("receipt")
         rows.append({
             "tag": v["tag"],
             "event": v.get("event", ""),
             "shards": ", ".join(str(k) for k in shards) if shards else "-",
             "users_removed": v.get("users_removed", 0),
             "status": v.get("status", "available").replace("_", " "),
+            "receipt": f"[{receipt.split('/')[-1]}]({receipt})" if receipt else "-",
         })  # fmt: skip
     return rows
+
+
+def _receipt_fields(directory: Path, version: int | None = None) -> dict:
+    """
+    `{"receipt": path, "receipt_sha256": hash}` of the receipt of model version `version` (default: the newest
+    receipt) in `directory`'s chain (`hf_recunlearn.receipts`); empty when there is none.
+    """
+    folder = directory / "receipts"
+    files = sorted(folder.glob("[0-9]*.json")) if folder.is_dir() else []
+    if version is not None:
+        files = [f for f in files if json.loads(f.read_bytes()).get("version") == int(version)]
+    if not files:
+        return {}
+    path = files[-1]
+    return {"receipt": f"receipts/{path.name}", "receipt_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def render_model_card(
@@ -389,6 +354,8 @@ def render_model_card(
     datasets: list[str] | None = None,
     metrics: dict[str, float] | None = None,
     apa_meta: dict | None = None,
+    license: str | None = None,
+    tags: list[str] | None = None,
 ):
     """
     The model card of a version, rendered from the shipped template (`model_cards/apa.md` or `e2urec.md`).
@@ -401,6 +368,8 @@ def render_model_card(
         datasets (`list[str]`, *optional*): Hub dataset ids the model was trained on.
         metrics (`dict`, *optional*): metric name -> value of the current version.
         apa_meta (`dict`, *optional*): the `apa_config.json` of an APA version.
+        license (`str`, *optional*): the card's `license` (a Hub license id such as `"apache-2.0"`, or `"other"`).
+        tags (`list[str]`, *optional*): tags added to the library's own (`hf_recunlearn`, the method, ...).
 
     Returns:
         `huggingface_hub.ModelCard`
@@ -410,10 +379,12 @@ def render_model_card(
     from .models import is_hub_model_id
 
     metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tags = BASE_TAGS + [method if method != "original" else "tallrec"]
+    own = BASE_TAGS + [method if method != "original" else "tallrec"]
+    tags = own + [t for t in (tags or []) if t not in own]
     base_id = base_model if is_hub_model_id(base_model) else None
     card_data = ModelCardData(
         library_name="peft",
+        license=license,
         base_model=base_id,
         tags=tags,
         datasets=list(datasets) if datasets else None,
@@ -664,7 +635,7 @@ def _rerender_card(api, repo_id: str, revision: str, method: str, versions: list
     """The card of the head, rendered again with the final version statuses (metadata kept from the current card)."""
     from huggingface_hub import ModelCard
 
-    from .apa_recommender import CONFIG_NAME
+    from .apa_format import CONFIG_NAME
 
     try:
         current = ModelCard.load(repo_id, token=token)
@@ -674,7 +645,7 @@ def _rerender_card(api, repo_id: str, revision: str, method: str, versions: list
     newest = versions[-1] if versions else {}
     return render_model_card(
         method, repo_id, versions, base_model=current.data.base_model, datasets=current.data.datasets,
-        metrics=newest.get("metrics"), apa_meta=apa_meta,
+        metrics=newest.get("metrics"), apa_meta=apa_meta, license=current.data.license, tags=current.data.tags,
     )  # fmt: skip
 
 
@@ -736,6 +707,8 @@ def push(
     metrics: dict[str, float] | None = None,
     datasets: list[str] | None = None,
     base_model: str | None = None,
+    license: str | None = None,
+    tags: list[str] | None = None,
     commit_message: str | None = None,
     token: str | bool | None = None,
     _before_commit=None,
@@ -753,6 +726,7 @@ def push(
         metrics (`dict`, *optional*): metric name -> value of this version (card and version list).
         datasets (`list[str]`, *optional*): Hub dataset ids for the card metadata.
         base_model (`str`, *optional*): overrides the base model recorded in `apa_config.json` for the card.
+        license (`str`, *optional*), tags (`list[str]`, *optional*): the card's `license` and extra tags.
         commit_message (`str`, *optional*): defaults to a summary of the event.
         token (`str`, *optional*): a Hub token with write access; defaults to the logged-in one.
 
@@ -763,7 +737,7 @@ def push(
         [`HubAuthError`], [`HubConflictError`] (the Hub is ahead of, or diverged from, the local directory, or
         another push landed first: pull first), [`HubPushError`] (network or server failure; re-run).
     """
-    from .apa_recommender import CONFIG_NAME, read_apa_directory
+    from .apa_format import CONFIG_NAME, read_apa_directory
 
     directory = Path(directory)
     if not (directory / CONFIG_NAME).is_file():
@@ -802,6 +776,7 @@ def push(
             continue
         status = "available" if v == version else "not_pushed"
         new = _version_entry(v, entry, entry.get("event", ""), metrics if v == version else None, status)
+        new.update(_receipt_fields(directory, v))
         if v == version:
             new.update(date=_now(), parent_commit=remote.head)
         new_entries.append(new)
@@ -811,7 +786,7 @@ def push(
         versions = _merge_versions(remote, new_entries, purge)
     card = render_model_card(
         "apa", repo_id, versions, base_model=base_model or meta.get("base_model"), datasets=datasets,
-        metrics=metrics, apa_meta=meta,
+        metrics=metrics, apa_meta=meta, license=license, tags=tags,
     )  # fmt: skip
     files: dict[str, Path | bytes] = dict(_local_files(directory))
     if remote.latest == version:  # resuming an interrupted push: the weights must be the ones on the Hub
@@ -844,6 +819,8 @@ def push_adapter(
     base_model: str | None = None,
     datasets: list[str] | None = None,
     users_removed: int = 0,
+    license: str | None = None,
+    tags: list[str] | None = None,
     keep_history: bool = False,
     private: bool = False,
     commit_message: str | None = None,
@@ -861,6 +838,7 @@ def push_adapter(
             otherwise. An `"unlearn"`/`"forget"` event purges earlier versions unless `keep_history=True`.
         metrics, base_model, datasets: for the card (`base_model` defaults to the adapter config's).
         users_removed (`int`): users removed, for the unlearning log (never ids, never sample counts).
+        license (`str`, *optional*), tags (`list[str]`, *optional*): the card's `license` and extra tags.
         keep_history, private, commit_message, token: as in [`push`].
 
     Returns:
@@ -885,8 +863,10 @@ def push_adapter(
         version = remote.latest + 1
         entry = _version_entry(version, None, event, metrics, "available")
         entry.update(users_removed=int(users_removed), date=_now(), parent_commit=remote.head)
+        entry.update(_receipt_fields(directory))
         versions = _merge_versions(remote, [entry], purge)
-    card = render_model_card(method, repo_id, versions, base_model=base_model, datasets=datasets, metrics=metrics)
+    card = render_model_card(method, repo_id, versions, base_model=base_model, datasets=datasets, metrics=metrics,
+                             license=license, tags=tags)  # fmt: skip
     files: dict[str, Path | bytes] = dict(local)
     files[VERSIONS_FILE] = _versions_payload(method, versions)
     files[CARD_FILE] = str(card).encode()
@@ -980,7 +960,7 @@ def pull(
     """
     from huggingface_hub import snapshot_download
 
-    from .apa_recommender import CONFIG_NAME, read_apa_directory
+    from .apa_format import CONFIG_NAME, read_apa_directory
 
     api = _api(token)
     sha = _resolve_revision(api, repo_id, revision, token)

@@ -28,6 +28,17 @@ logger = logging.getLogger(__name__)
 
 BUILTIN = "builtin"
 
+# The recommender recipe for the built-in stand-in base, which `hf-recunlearn train` uses in place of the config's
+# defaults when no `--model` is given: a tiny model fine-tuned from a small pretraining needs a larger learning rate
+# than TALLRec's 1e-4 for a real LLM, and a cosine schedule with a short warm-up (measured on the synthetic data).
+BUILTIN_RECIPE = {
+    "learning_rate": 2e-3,
+    "per_device_train_batch_size": 16,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 20,
+    "logging_steps": 50,
+}
+
 
 @dataclass
 class PreparedData:

@@ -3,7 +3,8 @@
 Layout written by `hf-recunlearn train` (and `demo`)::
 
     RUN/
-      run.json          what was trained: data spec, preset, template, base model, method, seeds, metrics
+      run.json          what was trained: data spec, preset, template, base model, method, seeds, metrics, and
+                        every event (train, each forget) with its exact counts
       data/             the train/valid/test `DatasetDict` (`datasets.load_from_disk`)
       base/             the built-in stand-in base model and tokenizer (only when no `--model` was given)
       original/         the trained recommender: a PEFT adapter (or a full model when fully fine-tuned)
@@ -14,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets import DatasetDict, load_from_disk
+
+from .controller import fsync_dir, recover_swap, swap_in, write_json_atomic  # noqa: F401  (write_json_atomic: re-exported)
 
 
 RUN_FILE = "run.json"
@@ -38,33 +40,24 @@ class RunInfo:
     seed: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
 
+    def record_event(self, event: str, method: str, **counts) -> dict[str, Any]:
+        """
+        Append what a command did to the run (`train`, `forget`): the method whose model it wrote, when, and its
+        exact counts (`users_forgotten`, `samples_forgotten`, `version`). run.json stays with the controller: `push`
+        publishes the number of users only.
+        """
+        from datetime import datetime, timezone
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        entry = {"event": event, "method": method, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 **counts}  # fmt: skip
+        self.events.append(entry)
+        return entry
 
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"Cannot serialise {type(value).__name__} to JSON")
+    def latest_event(self, method: str) -> dict[str, Any] | None:
+        """The latest event that wrote `method`'s model, or None."""
+        return next((e for e in reversed(self.events) if e.get("method") == method), None)
 
 
 class RunDir:
@@ -102,11 +95,8 @@ class RunDir:
 
     def save_datasets(self, datasets: DatasetDict) -> None:
         """Write the splits atomically (a staging folder swapped in with renames, like an APA version)."""
-        from .apa_recommender import recover_apa_directory
-        from .controller import fsync_dir, swap_in
-
         target = self.data_dir
-        recover_apa_directory(target)
+        recover_swap(target)
         staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:12]}"
         try:
             datasets.save_to_disk(str(staging))
@@ -122,9 +112,7 @@ class RunDir:
 
     def recover(self) -> None:
         """Roll back a data set rewrite that a crash interrupted (the APA version is recovered by its own reader)."""
-        from .apa_recommender import recover_apa_directory
-
-        recover_apa_directory(self.data_dir)
+        recover_swap(self.data_dir)
 
     def erase_rows(self, hasher, user_digests, sample_digests) -> int:
         """

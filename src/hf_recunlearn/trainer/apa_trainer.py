@@ -67,7 +67,8 @@ from ..apa_recommender import (
     write_apa_directory,
 )
 from ..controller import Journal, crash_point, directory_lock, fingerprint_model
-from ..hub import CITATIONS
+from ..cards import paper
+from ..receipts import ExactEvent, issue_token, request_tree, users_tree
 from ..models import _prepare_tokenizer, load_model, prepare_model_for_training
 from ..partition import (
     Partition,
@@ -105,6 +106,8 @@ class APAEventReport:
         num_samples (`int`): training samples in the ledger after the event.
         num_processes (`int`): processes the shards were trained data-parallel over (1 outside a launch).
         temperature_scores (`dict[float, float]`): validation AUC per τ candidate, when τ was chosen.
+        tokens (`list[str]`): one deletion token per user id the `forget` call named, in that order, once they are
+            forgotten (see `hf_recunlearn.receipts`; `verify --token` checks one). Empty for queued requests.
     """
 
     event: str
@@ -119,6 +122,7 @@ class APAEventReport:
     temperature_scores: dict[float, float] = field(default_factory=dict)
     requests: int = 0
     pending_users: int = 0
+    tokens: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -250,11 +254,7 @@ class APATrainer(UnlearningTrainer):
 
     _tag_names = ["hf_recunlearn", "apa", "unlearning", "exact-unlearning"]
     _name = "APA"
-    _paper = {
-        "title": CITATIONS["apa"]["title"],
-        "url": f"https://arxiv.org/abs/{CITATIONS['apa']['arxiv']}",
-        "citation": CITATIONS["apa"]["bibtex"],
-    }
+    _paper = paper("apa")
     config_class = APAConfig
     default_compute_metrics = staticmethod(compute_utility_metrics)
 
@@ -536,8 +536,12 @@ class APATrainer(UnlearningTrainer):
             if self.args.save_on_event:
                 Journal(self.args.output_dir).record(digests, user_digests, flush=flush)
                 crash_point("forget:journaled")
-                return self._carry_out_pending(flush=flush, erase_copies=erase_copies)
-            return self._carry_out([(None, digests, user_digests)], erase_copies=erase_copies)
+                report = self._carry_out_pending(flush=flush, erase_copies=erase_copies)
+            else:
+                report = self._carry_out([(None, digests, user_digests)], erase_copies=erase_copies)
+            if report.event == "forget" and self.apa_state.receipts:
+                report.tokens = [self.deletion_token(u) for u in users]
+            return report
 
     def resume(self, *, flush: bool = False, wait: bool = True, erase_copies=None) -> APAEventReport | None:
         """
@@ -567,6 +571,34 @@ class APATrainer(UnlearningTrainer):
         ledger = self._ledger()
         valid = self._valid_dataset(ledger, self.apa_state.valid_users)
         return self._train_shards([k], ledger, valid)[k].adapter
+
+    def deletion_token(self, user_id) -> str:
+        """
+        The deletion token of a forgotten user, for the controller to give them: their salted digest, proof that the
+        forget event that removed them named them, and proof that the current version holds them nowhere (no shard,
+        no validation row), both against the roots of the published receipts. It holds no id and reveals nothing
+        about other users (see `hf_recunlearn.receipts`). Check it with `hf-recunlearn verify --token`.
+
+        A token can be issued again after later forgets: it then proves absence from the newer version.
+        """
+        self._require_forgettable()
+        ledger = self._ledger()
+        digest = ledger.hash_user(user_id)
+        event = next((e for e in self.apa_state.forgotten or [] if digest in set(e["users"])), None)
+        if event is None:
+            raise ValueError(
+                "`user_id` names no user that a forget event of this model removed (forget them first; tokens are "
+                "issued for forgotten users only, and the id is not echoed here)."
+            )
+        state = self.apa_state
+        return issue_token(
+            user_digest=digest,
+            run_id=state.run_id,
+            forgotten_in=event["version"],
+            request=request_tree(event["users"], event["samples"], ledger.salt, event["version"]),
+            checked_version=state.version,
+            users=users_tree(state.ledger, state.valid_users, ledger.salt, state.version),
+        )
 
     # ------------------------------------------------------------------------------------------------ forgetting
     def _require_forgettable(self) -> None:
@@ -640,7 +672,8 @@ class APATrainer(UnlearningTrainer):
             if hit:
                 found[k] = hit
         if samples or drop_valid:
-            report = self._retrain(ledger, found, samples, drop_valid, start, requests=len(requests))
+            report = self._retrain(ledger, found, samples, drop_valid, start, requests=len(requests),
+                                   request=(users, requested))  # fmt: skip
         else:  # a crash after the switch: the version already holds the requests' effect
             report = APAEventReport("forget", self.apa_state.version, [], 0, 0, 0.0,
                                     num_samples=ledger.num_samples(), requests=len(requests))  # fmt: skip
@@ -653,7 +686,7 @@ class APATrainer(UnlearningTrainer):
             Journal(self.args.output_dir).mark_done(ids, self.apa_state.version)
         return report
 
-    def _retrain(self, ledger, found, samples, drop_valid, start, requests: int) -> APAEventReport:
+    def _retrain(self, ledger, found, samples, drop_valid, start, requests: int, request) -> APAEventReport:
         new_ledger = ledger.remove(samples)
         affected = sorted(found)
         empty = [k for k in affected if not new_ledger.shards[k]]
@@ -682,6 +715,10 @@ class APATrainer(UnlearningTrainer):
                 state.valid_errors[k] = res.valid_errors
             state.shard_centroids[k] = res.centroid
         state.ledger = new_ledger.to_dict()
+        users, requested = request
+        state.forgotten = list(state.forgotten or []) + [
+            {"version": state.version, "users": sorted(users), "samples": sorted(requested)}
+        ]
         report = APAEventReport(
             event="forget",
             version=state.version,
@@ -694,7 +731,7 @@ class APATrainer(UnlearningTrainer):
             num_samples=new_ledger.num_samples(),
             requests=requests,
         )
-        self._finish_event(state, report, start, changed=affected)
+        self._finish_event(state, report, start, changed=affected, request=request)
         self._forgotten_sample_hashes |= samples
         self.unlearning_runtime = report.seconds
         return report
@@ -934,6 +971,7 @@ class APATrainer(UnlearningTrainer):
             base_model=_model_name(self.model),
             valid_users=[ledger.hash_user(u) for u in valid["user_id"]] if valid is not None else [],
             run_id=str(uuid.uuid4()),
+            forgotten=[],
             recipe={
                 "config_class": type(args).__name__,
                 "training_arguments": recipe_arguments(args),
@@ -959,7 +997,7 @@ class APATrainer(UnlearningTrainer):
         self._finish_event(state, report, start, changed=None)
         return report
 
-    def _finish_event(self, state: APAState, report: APAEventReport, start: float, changed) -> None:
+    def _finish_event(self, state: APAState, report: APAEventReport, start: float, changed, request=None) -> None:
         """Choose τ if asked, write the new version, then make it current (in that order: a failure changes nothing)."""
         valid = self._valid_dataset(self._ledger_of(state), state.valid_users)
         if state.aggregation.temperature_candidates and valid is not None:
@@ -985,12 +1023,19 @@ class APATrainer(UnlearningTrainer):
         state.lineage = list(state.lineage) + [entry]
         if self.args.save_on_event and self.is_world_process_zero():
             target = str(self.args.output_dir)
+            users, samples = request or (set(), set())
+            event = ExactEvent(
+                event=report.event, method=self._name.lower(), salt=self._ledger_of(state).salt,
+                retrained=list(report.affected_shards), requests=report.requests, users_removed=report.users_removed,
+                request_users=set(users), request_samples=set(samples),
+            )  # fmt: skip
             write_apa_directory(
                 target,
                 state,
                 tokenizer=self.processing_class,
                 reuse_shards_from=self._reusable_source() if changed is not None else None,
                 changed_shards=changed,
+                event=event,
             )
             self._source_dir = target
         crash_point("forget:switched" if report.event == "forget" else "train:written")

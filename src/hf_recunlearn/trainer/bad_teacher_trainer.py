@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import textwrap
 
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel
 
+from ..cards import paper
 from ..losses import kl_divergence
 from ..audit import ForgetAudit
 from ..models import load_model
@@ -38,21 +38,7 @@ class BadTeacherTrainer(UnlearningTrainer):
 
     _tag_names = ["hf_recunlearn", "unlearning", "recommendation", "bad-teacher"]
     _name = "Bad-T"
-    _paper = {
-        "title": "Can Bad Teaching Induce Forgetting? Unlearning in Deep Networks Using an Incompetent Teacher",
-        "url": "https://arxiv.org/abs/2205.08096",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @inproceedings{chundawat2023bad,
-                title     = {Can Bad Teaching Induce Forgetting? Unlearning in Deep Networks Using an Incompetent
-                             Teacher},
-                author    = {Vikram S. Chundawat and Ayush K. Tarun and Murari Mandal and Mohan Kankanhalli},
-                booktitle = {AAAI},
-                volume    = {37},
-                pages     = {7210--7217},
-                year      = {2023},
-            }"""),
-    }
+    _paper = paper("badt")
     config_class = BadTeacherConfig
 
     def __init__(

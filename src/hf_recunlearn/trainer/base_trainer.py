@@ -561,7 +561,10 @@ class UnlearningTrainer(Trainer):
         audited first: when it is already at the target there is nothing measurable to forget, and the run trains
         zero steps (said in the log, in the returned metrics and in the model card).
         """
+        import uuid
+
         start = time.perf_counter()
+        self._event_id = str(uuid.uuid4())  # the unlearning event `save_model` writes a receipt for
         callback = self.audit_callback
         if callback is not None and not callback.history:
             result = callback.check(self._unwrapped, self.processing_class, step=0)
@@ -717,6 +720,80 @@ class UnlearningTrainer(Trainer):
             raise ValueError("Nothing to evaluate: pass `eval_dataset`, or keep `args.eval_on_forget=True`.")
         return metrics
 
+    # ------------------------------------------------------------------ receipts
+
+    # Audit figures for the receipt: `None` computes `audit_figures()`; a dict (e.g. a calibrated audit's figures)
+    # replaces them. Set it before `save_model()`.
+    audit: dict[str, Any] | None = None
+
+    def audit_figures(self) -> dict[str, Any]:
+        """
+        The audit figures the receipt of this unlearning event records: `audit` if it was set, else utility on
+        `eval_dataset` (`test_auc`, `test_acc`, `test_logloss`), `forget_auc`, `forget_confidence` and the
+        membership-inference AUC (forget set vs the unseen `eval_dataset`), after unlearning and, when a LoRA student
+        left the original computable, before (`original_...`).
+        """
+        if self.audit is not None:
+            return dict(self.audit)
+        from ..evaluation import predict_unlearning_sets
+
+        test = self.eval_dataset
+        if not isinstance(test, Dataset) or "label" not in test.column_names:
+            return {}
+        tokenizer = self.processing_class
+        figures = predict_unlearning_sets(self._unwrapped, tokenizer, self.forget_dataset, test, full_vocab=False)
+        out = figures.metrics()
+        if isinstance(self._unwrapped, PeftModel):
+            with self.original_model() as original:
+                before = predict_unlearning_sets(original, tokenizer, self.forget_dataset, test, full_vocab=False)
+            out.update({f"original_{k}": v for k, v in before.metrics().items()})
+        return out
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """
+        `Trainer.save_model`, then (after an unlearning `train()`, into `args.output_dir`) the event's receipt in
+        `receipts/`: the hashes of the saved files, a commitment to the forget request, the hyperparameters, the
+        audit figures and the statement that the result is approximate (see `hf_recunlearn.receipts`). Saving the
+        same event again replaces its receipt; a new `train()` chains a new one.
+        """
+        super().save_model(output_dir, _internal_call)
+        target = output_dir or self.args.output_dir
+        if (getattr(self, "_event_id", None) is not None and self.is_world_process_zero()
+                and os.path.abspath(target) == os.path.abspath(self.args.output_dir)):  # fmt: skip
+            self._write_receipt(target)
+
+    def _write_receipt(self, directory: str) -> None:
+        """The approximate receipt, chained to those in `directory`; the request's key stays in `controller/`."""
+        import json
+        import secrets
+        from pathlib import Path
+
+        from ..receipts import SortedTree, approximate_receipt, salted, write_receipt_atomic
+        from ..runs import write_json_atomic
+
+        forget = self.forget_dataset
+        users = sorted({str(u) for u in forget["user_id"]}) if "user_id" in forget.column_names else []
+        samples = sorted({str(s) for s in forget["sample_id"]}) if "sample_id" in forget.column_names else []
+        key_file = os.path.join(directory, "controller", f"request-{self._event_id}.json")
+        if os.path.isfile(key_file):  # the same event saved again: the same commitment
+            key = bytes.fromhex(json.loads(Path(key_file).read_text())["key"])
+        else:
+            key = secrets.token_bytes(32)
+        digests = [salted(key, f"user:{u}")[:32] for u in users] + [salted(key, f"sample:{s}")[:32] for s in samples]
+        write_json_atomic(key_file, {"key": key.hex(), "users": len(users), "samples": len(samples)})
+        hyperparameters = {**self.method_hyperparameters(), "learning_rate": self.args.learning_rate,
+                           "num_train_epochs": self.args.num_train_epochs, "use_lora": self.args.use_lora}  # fmt: skip
+        data = approximate_receipt(
+            directory,
+            method=self._name.lower(),
+            request_commitment=SortedTree(digests, key, "request").commitment(),
+            users=len(users),
+            hyperparameters=hyperparameters,
+            audit=self.audit_figures(),
+            event_id=self._event_id,
+        )
+        write_receipt_atomic(directory, data)
+
     # ------------------------------------------------------------------ model card
 
     def forget_request_summary(self) -> dict[str, Any]:
@@ -756,59 +833,51 @@ class UnlearningTrainer(Trainer):
     def create_model_card(
         self,
         model_name: str | None = None,
-        dataset_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
         tags: str | list[str] | None = None,
+        license: str | None = None,
         **kwargs,
     ) -> None:
         """
-        Write `README.md` in `args.output_dir`: the method, its paper and citation, the base model, the forget request
-        (counts and hash only) and the method's hyperparameters. `Trainer.push_to_hub` calls it.
+        Write `README.md` in `args.output_dir` from the shipped template (`model_cards/trainer.md`, rendered with
+        `huggingface_hub.ModelCard`): the method, its paper and citation (`hf_recunlearn.cards`), the base model, the
+        forget request (counts only) and the method's hyperparameters. `Trainer.push_to_hub(**kwargs)` passes its
+        keyword arguments here, so `push_to_hub(license="apache-2.0", dataset_name=..., tags=[...])` sets the card's
+        metadata.
         """
         if not self.is_world_process_zero():
             return
         from huggingface_hub import ModelCard, ModelCardData
 
+        from ..cards import model_card_template
+
         tags = [tags] if isinstance(tags, str) else list(tags or [])
         tags += [t for t in self._tag_names if t not in tags]
+        datasets = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name or []) or None
         model = self._unwrapped
         base_model = getattr(getattr(model, "config", None), "_name_or_path", None) or None
         if base_model and os.path.isdir(base_model):
             base_model = None
         card_data = ModelCardData(
             library_name="peft" if self._is_adapter_model() else "transformers",
+            license=license,
             base_model=base_model,
             tags=tags,
-            datasets=[dataset_name] if dataset_name else None,
+            datasets=datasets,
         )
-        summary = self.forget_request_summary()
-        lines = [
-            "---",
-            card_data.to_yaml(),
-            "---",
-            "",
-            f"# {model_name or os.path.basename(os.path.abspath(self.args.output_dir))}",
-            "",
-            *self._model_card_intro(base_model),
-            "",
-            "## Forget request",
-            "",
-            *[f"- {key.replace('_', ' ')}: `{value}`" for key, value in summary.items()],
-            "",
-            "User ids are never written here.",
-            "",
-            "## Forgetting audit",
-            "",
-            self._audit_sentence(),
-            "",
-            "## Method hyperparameters",
-            "",
-            *[f"- `{key}`: `{value}`" for key, value in self.method_hyperparameters().items()],
-            f"- trainable parameters: `{self.num_trainable_parameters}`",
-        ]
-        if self._paper.get("citation"):
-            lines += ["", "## Citation", "", "```bibtex", self._paper["citation"].strip(), "```"]
+        card = ModelCard.from_template(
+            card_data,
+            template_path=str(model_card_template("trainer")),
+            model_name=model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
+            intro="\n".join(self._model_card_intro(base_model)),
+            forget_request=[(k.replace("_", " "), v) for k, v in self.forget_request_summary().items()],
+            hyperparameters=list(self.method_hyperparameters().items()),
+            trainable_parameters=self.num_trainable_parameters,
+            citation=(self._paper.get("citation") or "").strip(),
+            audit=self._audit_sentence(),
+        )
         os.makedirs(self.args.output_dir, exist_ok=True)
-        ModelCard("\n".join(lines) + "\n").save(os.path.join(self.args.output_dir, "README.md"))
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
 
 def check_tokenizer_matches(model, tokenizer) -> None:

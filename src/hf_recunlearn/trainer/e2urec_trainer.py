@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import textwrap
 import warnings
 
 import torch
@@ -14,6 +13,7 @@ from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from ..cards import paper
 from ..losses import e2urec_loss, forgetting_teacher_logits, kl_divergence
 from ..audit import ForgetAudit
 from ..models import is_quantized, load_model
@@ -60,20 +60,7 @@ class E2URecTrainer(UnlearningTrainer):
 
     _tag_names = ["hf_recunlearn", "unlearning", "recommendation", "e2urec"]
     _name = "E2URec"
-    _paper = {
-        "title": "Towards Efficient and Effective Unlearning of Large Language Models for Recommendation",
-        "url": "https://doi.org/10.1007/s11704-024-40044-2",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @article{wang2025e2urec,
-                title   = {Towards Efficient and Effective Unlearning of Large Language Models for Recommendation},
-                author  = {Hangyu Wang and Jianghao Lin and Bo Chen and Yang Yang and Ruiming Tang and Weinan Zhang
-                           and Yong Yu},
-                journal = {Frontiers of Computer Science},
-                year    = {2025},
-                doi     = {10.1007/s11704-024-40044-2},
-            }"""),
-    }
+    _paper = paper("e2urec")
     config_class = E2URecConfig
 
     def __init__(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import textwrap
 
 import torch
 
+from ..cards import paper
 from .base_trainer import StudentOutputs, UnlearningTrainer
 from .neggrad_config import NegGradConfig
 
@@ -23,19 +23,7 @@ class NegGradTrainer(UnlearningTrainer):
 
     _tag_names = ["hf_recunlearn", "unlearning", "recommendation", "neggrad"]
     _name = "NegGrad"
-    _paper = {
-        "title": "Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep Networks",
-        "url": "https://arxiv.org/abs/1911.04933",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @inproceedings{golatkar2020eternal,
-                title     = {Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep Networks},
-                author    = {Aditya Golatkar and Alessandro Achille and Stefano Soatto},
-                booktitle = {CVPR},
-                pages     = {9304--9312},
-                year      = {2020},
-            }"""),
-    }
+    _paper = paper("neggrad")
     config_class = NegGradConfig
 
     def unlearning_loss(self, outputs: StudentOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

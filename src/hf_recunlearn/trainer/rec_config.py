@@ -64,7 +64,7 @@ class RecConfig(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep dataset columns; the collator needs prompt, completion and label."}
     )
-    report_to: str | list[str] = field(default="none", metadata={"help": "Integrations to report to."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Integrations to report to."})
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpoint saving strategy."})
 

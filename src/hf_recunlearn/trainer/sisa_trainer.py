@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import textwrap
 
+from ..cards import paper
 from .apa_trainer import APATrainer
 from .sisa_config import SISAConfig
 
@@ -17,18 +17,5 @@ class SISATrainer(APATrainer):
 
     _tag_names = ["hf_recunlearn", "sisa", "unlearning", "exact-unlearning"]
     _name = "SISA"
-    _paper = {
-        "title": "Machine Unlearning",
-        "url": "https://arxiv.org/abs/1912.03817",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @inproceedings{bourtoule2021machine,
-                title     = {Machine Unlearning},
-                author    = {Lucas Bourtoule and Varun Chandrasekaran and Christopher A. Choquette-Choo and Hengrui Jia
-                             and Adelin Travers and Baiwu Zhang and David Lie and Nicolas Papernot},
-                booktitle = {IEEE Symposium on Security and Privacy (SP)},
-                pages     = {141--159},
-                year      = {2021},
-            }"""),
-    }
+    _paper = paper("sisa")
     config_class = SISAConfig

@@ -1,5 +1,5 @@
 """
-A Hugging Face Hub-compatible HTTP server for offline tests.
+A Hugging Face Hub-compatible HTTP server for offline tests (test code: it is not part of the installed package).
 
 [`HubServer`] speaks the part of the Hub HTTP API that the real, unmodified `huggingface_hub` client uses to create
 repos, push atomic commits (regular and LFS files), tag and branch them, list and download them, and squash their
@@ -18,7 +18,7 @@ server on the port it chose. The server does not speak Xet, so `HF_HUB_DISABLE_X
 Example:
 
 ```python
->>> from hf_recunlearn.testing import HubServer, prepare_hub_environment
+>>> from hub_server import HubServer, prepare_hub_environment  # tests/ on sys.path, as pytest puts it
 >>> env = prepare_hub_environment()  # before `huggingface_hub` is imported
 >>> with HubServer(port=env.port, tokens=[env.token]) as server:
 ...     from huggingface_hub import HfApi
@@ -1118,7 +1118,7 @@ class _HubRequestHandler(_BaseRequestHandler):
         action, args = (rest[0], [unquote(arg) for arg in rest[1:]]) if rest else (None, [])
         if action in ("xet-write-token", "xet-read-token"):
             raise HubError(501, "This test Hub server does not speak Xet: set HF_HUB_DISABLE_XET=1 before importing "
-                                "huggingface_hub (see hf_recunlearn.testing.prepare_hub_environment).")  # fmt: skip
+                                "huggingface_hub (see hub_server.prepare_hub_environment).")  # fmt: skip
         handler_name = _REPO_API_ROUTES.get((method, action))
         if handler_name is None:
             raise HubError(404, f"Not found: {method} {self.path}")
