@@ -8,7 +8,7 @@ import torch
 from hf_recunlearn import E2URecConfig, E2URecTrainer, NegGradConfig, NegGradTrainer, RecConfig, RecTrainer
 from hf_recunlearn.audit import ForgetAudit
 from hf_recunlearn.data import make_forget_split
-from hf_recunlearn.evaluation import relearning_attack
+from hf_recunlearn.attacks import relearning_attack
 from hf_recunlearn.metrics import utility_metrics
 from hf_recunlearn.models import build_tiny_model
 from hf_recunlearn.scoring import score

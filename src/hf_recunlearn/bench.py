@@ -447,7 +447,7 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
 
 
 def _relearn(model, tokenizer, forget, settings: BenchSettings) -> dict[str, float]:
-    from .evaluation import relearning_attack
+    from .attacks import relearning_attack
 
     return relearning_attack(model, tokenizer, forget, fraction=settings.relearn_fraction,
                              epochs=settings.relearn_epochs, learning_rate=settings.full_learning_rate,
