@@ -23,6 +23,7 @@ def bench_run(tmp_path_factory):
     return argv, json_path, plots
 
 
+@pytest.mark.slow  # every method on a tiny population (~100 s); `bench --methods` runs in the default suite
 def test_bench_writes_every_row_and_column(bench_run, capsys):
     argv, json_path, plots = bench_run
     assert main(argv) == 0

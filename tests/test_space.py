@@ -157,6 +157,7 @@ def test_space_readme_and_requirements_deploy():
     assert any(r.startswith("./wheels/hf_recunlearn-") and r.endswith(".whl") for r in requirements)
 
 
+@pytest.mark.slow  # builds a wheel of the checkout with pip (~16 s)
 def test_build_space_folder_carries_the_wheel_requirements_install(tmp_path):
     target = tmp_path / "space"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_space.py"), str(target)], check=True, timeout=300)
