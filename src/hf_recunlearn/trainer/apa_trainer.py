@@ -540,7 +540,7 @@ class APATrainer(UnlearningTrainer):
             else:
                 report = self._carry_out([(None, digests, user_digests)], erase_copies=erase_copies)
             if report.event == "forget" and self.apa_state.receipts:
-                report.tokens = [self.deletion_token(u) for u in users]
+                report.tokens = self.deletion_tokens(users)
             return report
 
     def resume(self, *, flush: bool = False, wait: bool = True, erase_copies=None) -> APAEventReport | None:
@@ -573,6 +573,9 @@ class APATrainer(UnlearningTrainer):
         return self._train_shards([k], ledger, valid)[k].adapter
 
     def deletion_token(self, user_id) -> str:
+        return self.deletion_tokens([user_id])[0]
+
+    def deletion_tokens(self, user_ids) -> list[str]:
         """
         The deletion token of a forgotten user, for the controller to give them: their salted digest, proof that the
         forget event that removed them named them, and proof that the current version holds them nowhere (no shard,
@@ -581,24 +584,30 @@ class APATrainer(UnlearningTrainer):
 
         A token can be issued again after later forgets: it then proves absence from the newer version.
         """
+        """One token per id of `user_ids` (see `deletion_token`); the salt, the users tree and each event's request
+        tree are built once for all of them."""
         self._require_forgettable()
-        ledger = self._ledger()
-        digest = ledger.hash_user(user_id)
-        event = next((e for e in self.apa_state.forgotten or [] if digest in set(e["users"])), None)
-        if event is None:
-            raise ValueError(
-                "`user_id` names no user that a forget event of this model removed (forget them first; tokens are "
-                "issued for forgotten users only, and the id is not echoed here)."
-            )
-        state = self.apa_state
-        return issue_token(
-            user_digest=digest,
-            run_id=state.run_id,
-            forgotten_in=event["version"],
-            request=request_tree(event["users"], event["samples"], ledger.salt, event["version"]),
-            checked_version=state.version,
-            users=users_tree(state.ledger, state.valid_users, ledger.salt, state.version),
-        )
+        state, ledger = self.apa_state, self._ledger()
+        events = [(set(e["users"]), e) for e in state.forgotten or []]
+        users = requests = None
+        tokens = []
+        for user_id in user_ids:
+            digest = ledger.hash_user(user_id)
+            event = next((e for named, e in events if digest in named), None)
+            if event is None:
+                raise ValueError(
+                    "`user_id` names no user that a forget event of this model removed (forget them first; tokens are "
+                    "issued for forgotten users only, and the id is not echoed here)."
+                )
+            if users is None:
+                users, requests = users_tree(state.ledger, state.valid_users, ledger.salt, state.version), {}
+            if event["version"] not in requests:
+                requests[event["version"]] = request_tree(event["users"], event["samples"], ledger.salt,
+                                                          event["version"])  # fmt: skip
+            tokens.append(issue_token(user_digest=digest, run_id=state.run_id, forgotten_in=event["version"],
+                                      request=requests[event["version"]], checked_version=state.version,
+                                      users=users))  # fmt: skip
+        return tokens
 
     # ------------------------------------------------------------------------------------------------ forgetting
     def _require_forgettable(self) -> None:
