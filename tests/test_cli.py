@@ -168,6 +168,10 @@ def test_e2urec_forget_and_push_report_the_real_counts(run_copy, hub_server, cap
                      "--num_train_epochs", "1", "--augment_epochs", "1", "--alpha", "8")  # fmt: skip
     assert (forgot["users_forgotten"], forgot["samples_forgotten"]) == (2, rows)
     assert forgot["trainable_parameters"] > 0 and 0.0 <= forgot["mia_auc"] <= 1.0
+    # The calibrated default: audited against the run's base model (which never saw these users), from step 0 on.
+    audit = forgot["audit"]
+    assert audit["audit_target"]["forget_groups"] == 2 and audit["audit_target"]["forget_rows"] == rows
+    assert audit["audits"] >= 1 and audit["original_relative_auc"] is not None
     assert (run_copy / "e2urec" / "adapter_config.json").is_file()
     events = json.loads((run_copy / "run.json").read_text())["events"]
     assert [(e["event"], e["method"]) for e in events] == [("train", "original"), ("forget", "e2urec")]

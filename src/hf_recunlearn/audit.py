@@ -414,6 +414,47 @@ class ForgetAudit:
         }
 
 
+def holdout_rows(splits, forgotten_users) -> Any:
+    """
+    The audit's hold-out set for a forget request: the validation rows of the users who are not forgotten (rows no
+    model of the run trained on). A split too small to hold both labels gets those users' test rows too.
+
+    Args:
+        splits (`DatasetDict`): the run's `valid` and `test` splits (`user_id`, `label` columns).
+        forgotten_users (iterable of `str`): the ids of the users being forgotten.
+    """
+    from datasets import concatenate_datasets
+
+    forgotten = set(forgotten_users)
+    holdout = splits["valid"].filter(lambda row: row["user_id"] not in forgotten)
+    if len(set(holdout["label"])) < 2:
+        holdout = concatenate_datasets([holdout, splits["test"].filter(lambda row: row["user_id"] not in forgotten)])
+    return holdout
+
+
+def forget_audit_for_request(reference_model, tokenizer, request, splits, batch_size: int = 64, seed: int = 0):
+    """
+    The default audit of a forget request, as the CLI, the demo and the benchmark build it: the target is
+    `reference_model`'s view (the base the recommender was trained from: it never saw the forget set, and costs
+    nothing) of `request.forget` against [`holdout_rows`].
+
+    Args:
+        reference_model: a model that never trained on the forget set.
+        tokenizer: its tokenizer.
+        request ([`~hf_recunlearn.data.ForgetSplit`]): the forget request (`forget`, `user_ids`).
+        splits (`DatasetDict`): the run's splits (`valid`, `test`).
+        batch_size (`int`, *optional*, defaults to `64`), seed (`int`, *optional*, defaults to `0`): scoring batch and
+            bootstrap seed.
+
+    Returns:
+        `(ForgetAudit, holdout)`: the audit and the hold-out rows it was built on.
+    """
+    holdout = holdout_rows(splits, request.user_ids)
+    audit = ForgetAudit.from_model(reference_model, tokenizer, request.forget, holdout, batch_size=batch_size,
+                                   seed=seed)  # fmt: skip
+    return audit, holdout
+
+
 def is_finite(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 

@@ -267,7 +267,7 @@ class _Seed:
 
 def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings, workdir: Path, bar,
               selected: set[str] | None = None):  # fmt: skip
-    from .audit import ForgetAudit
+    from .audit import ForgetAudit, holdout_rows
     from .data import load_data, make_forget_split
     from .evaluation import evaluate_unlearning, predict_unlearning_sets
     from .models import count_trainable_parameters, load_model
@@ -298,13 +298,7 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     request = make_forget_split(train, **_forget_request(prepared, settings))
     one_user = _largest_user(request.retain)
     timing = test.select(range(min(len(test), settings.timing_samples)))
-    # The audit's hold-out rows: the validation rows of the users who were not forgotten (never trained on).
-    forgotten = set(request.user_ids)
-    holdout = splits["valid"].filter(lambda row: row["user_id"] not in forgotten)
-    if len(set(holdout["label"])) < 2:  # a tiny split: add the test rows of the same users (also never trained on)
-        from datasets import concatenate_datasets
-
-        holdout = concatenate_datasets([holdout, test.filter(lambda row: row["user_id"] not in forgotten)])
+    holdout = holdout_rows(splits, request.user_ids)  # the audit's hold-out rows, as the CLI builds them
 
     def ms_per_sample(predict: Callable[[Any], Any]) -> float:
         return best_ms_per_sample(lambda: predict(timing), len(timing), repeats=settings.timing_repeats)

@@ -762,8 +762,17 @@ def _forget_approximate(args, config, run, info) -> dict[str, Any]:
     test = splits["test"]
     model, tokenizer = load_model(str(run.original_dir))
     before = predict_unlearning_sets(model, tokenizer, request.forget, test, full_vocab=False)
+    audit = None
+    if config.stopping == "audit":
+        # The calibrated default: the run's base model never saw the forget set, so its view of it is the target.
+        from .audit import forget_audit_for_request
+
+        reference, _ = load_model(run.base_model_path(info))
+        audit, _ = forget_audit_for_request(reference, tokenizer, request, splits,
+                                            batch_size=config.per_device_eval_batch_size, seed=config.seed)  # fmt: skip
+        del reference
     trainer = trainer_cls(model, args=config, forget_dataset=request.forget, retain_dataset=request.retain,
-                          eval_dataset=test, processing_class=tokenizer)  # fmt: skip
+                          eval_dataset=test, processing_class=tokenizer, forget_audit=audit)  # fmt: skip
     trainer.train()
     trainer.save_model()
     after = predict_unlearning_sets(trainer.model, tokenizer, request.forget, test, full_vocab=False)
@@ -774,6 +783,8 @@ def _forget_approximate(args, config, run, info) -> dict[str, Any]:
     for prefix, preds in (("", after), ("original_", before)):
         metrics = preds.metrics()
         evidence.update({f"{prefix}{key}": metrics[key] for key in ("test_auc", "forget_auc", "mia_auc")})
+    if trainer.audit_callback is not None:
+        evidence["audit"] = trainer.audit_callback.report()  # counts and AUCs only: no ids
     counts = {"users_forgotten": len(request.user_ids), "samples_forgotten": len(request.forget)}
     info = run.load_info()
     info.metrics[args.method] = evidence

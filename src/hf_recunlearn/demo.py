@@ -191,6 +191,7 @@ def run_e2urec_stage(run: RunDir, prepared, settings: DemoSettings) -> dict[str,
     Forget every niche user from the original recommender with E2URec, and measure it against two retrained models
     (different seeds: their distance is the noise floor) — the memorisation check first.
     """
+    from .audit import forget_audit_for_request
     from .data import make_forget_split
     from .evaluation import evaluate_unlearning, predict_unlearning_sets
     from .models import load_model
@@ -212,8 +213,12 @@ def run_e2urec_stage(run: RunDir, prepared, settings: DemoSettings) -> dict[str,
 
     original, tokenizer = load_model(str(run.original_dir))
     before = predict_unlearning_sets(original, tokenizer, request.forget, test)
+    # The calibrated default, as `hf-recunlearn forget` runs it: the base model (never saw the forget set) is the target.
+    audit, _ = forget_audit_for_request(load_model(str(run.base_dir))[0], tokenizer, request, splits,
+                                        batch_size=settings.inference_batch_size, seed=settings.seed)  # fmt: skip
     trainer = E2URecTrainer(original, args=settings.e2urec_config(run.path / "e2urec"), forget_dataset=request.forget,
-                            retain_dataset=request.retain, eval_dataset=test, processing_class=tokenizer)  # fmt: skip
+                            retain_dataset=request.retain, eval_dataset=test, processing_class=tokenizer,
+                            forget_audit=audit)  # fmt: skip
     trainer.train()
     trainer.save_model()
     evidence = evaluate_unlearning(trainer, before, retrained[0], forget_dataset=request.forget, test_dataset=test,
@@ -239,6 +244,8 @@ def run_e2urec_stage(run: RunDir, prepared, settings: DemoSettings) -> dict[str,
             "unlearn_seconds": seconds,
             "unlearn_vs_retrain": seconds / retrain_seconds[0],
             "trainable_params": evidence["trainable_parameters"],
+            "alpha": trainer.alpha,
+            "audit": trainer.audit_callback.report(),
         },
         "retrain": {"auc": evidence["retrained_test_auc"], "train_seconds": retrain_seconds[0],
                     "mia_auc": evidence["retrained_mia_auc"]},  # fmt: skip
