@@ -18,6 +18,7 @@ from peft import PeftModel, get_peft_model_state_dict
 from safetensors.torch import load_file
 
 import hf_recunlearn.apa_format as apa_store  # the atomic write path of a version
+import hf_recunlearn.trainer.apa_trainer as apa_trainer_module  # its reads of a version are counted
 from hf_recunlearn.apa_recommender import APARecommender, read_apa_directory, recover_apa_directory
 from hf_recunlearn.partition import ShardLedger, load_or_create_salt
 from hf_recunlearn.scoring import score
@@ -605,8 +606,12 @@ def test_a_saved_directory_is_the_default_output_dir(setup, trained, tmp_path, m
     meta = json.loads((model_dir / "apa_config.json").read_text())
     (model_dir / "apa_config.json").write_text(json.dumps({**meta, "base_model": str(base_dir)}))
     monkeypatch.chdir(tmp_path / "base")  # a default elsewhere would appear here
+    reads = []  # the version (adapters included) is read once: for the stored recipe and the state alike
+    read = apa_trainer_module.read_apa_directory
+    monkeypatch.setattr(apa_trainer_module, "read_apa_directory", lambda d: reads.append(d) or read(d))
     trainer = APATrainer(str(model_dir), train_dataset=ds["train"], eval_dataset={"valid": ds["valid"]})
     assert trainer.args.output_dir == str(model_dir) and trainer.apa_state.version == 1
+    assert [str(d) for d in reads] == [str(model_dir)]
     assert not (tmp_path / "base" / "apa-model").exists()
     assert trainer.num_trainable_parameters == trained[0].num_trainable_parameters
 

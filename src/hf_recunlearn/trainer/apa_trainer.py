@@ -361,12 +361,14 @@ class APATrainer(UnlearningTrainer):
         _check_launch(args, recipe)
         return args
 
-    @staticmethod
-    def _stored_recipe(model) -> dict | None:
+    def _stored_recipe(self, model) -> dict | None:
         if isinstance(model, APARecommender):
             return model.state.recipe
         if _is_apa_directory(model):
-            return read_apa_directory(model).recipe
+            # Read once (adapters included) for both `_check_args` calls; `_load_model` takes this state.
+            if getattr(self, "_directory_state", None) is None:
+                self._directory_state = read_apa_directory(model)
+            return self._directory_state.recipe
         return None
 
     def _load_model(self, model, processing_class):
@@ -378,7 +380,8 @@ class APATrainer(UnlearningTrainer):
             return model.model, processing_class or model.tokenizer
         if not _is_apa_directory(model):
             return super()._load_model(model, processing_class)
-        self.apa_state = read_apa_directory(model)
+        state = self.__dict__.pop("_directory_state", None)
+        self.apa_state = read_apa_directory(model) if state is None else state
         self._source_dir = str(model)
         if not self.apa_state.base_model:
             raise ValueError(
