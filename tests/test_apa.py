@@ -567,7 +567,7 @@ def test_model_card_has_user_counts_only_never_ids_or_digests(setup, fresh):
     assert user not in card and "person-" not in card and not any(s in card for s in samples)
     assert hashlib.sha256("\n".join(sorted(samples)).encode()).hexdigest() not in card
     assert "salt_dir" not in card and trainer.args.salt_dir not in card
-    assert re.search(r"trainable parameters: `(\d+)`", card).group(1) == str(trainer.num_trainable_parameters)
+    assert re.search(r"\*\*Trainable parameters:\*\* `(\d+)`", card).group(1) == str(trainer.num_trainable_parameters)
 
 
 def test_evaluate_unlearning_reads_an_apa_trainer(setup, fresh):

@@ -339,8 +339,8 @@ def test_trainer_push_to_hub_is_a_versioned_push(tiny_data, hub_server, api, tmp
     assert "### Framework versions" not in local and "## Forget request" in local
 
     # The same saved model again is no new version; `blocking=False` returns a Future of the result.
-    again = trainer.push_to_hub(blocking=False).result()
-    assert (again.tag, again.created_commit) == ("v1", False)
+    again = trainer.push_to_hub(blocking=False, license="apache-2.0", dataset_name="user/ml-1m").result()
+    assert (again.tag, again.created_commit) == ("v1", False), again.uploaded
 
     # The recommender trainer pushes the same way (event "train"); `revision` other than main is refused.
     rec_repo = f"user/rec-{uuid.uuid4().hex[:8]}"

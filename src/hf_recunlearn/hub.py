@@ -838,6 +838,7 @@ def _stage_adapter(directory: Path, repo_id: str, remote: _RemoteState, *, metho
         base_model = json.loads((directory / "adapter_config.json").read_text()).get("base_model_name_or_path")
     local = _local_files(directory)
     adds, _, deleted = remote.changes(local)
+    deleted = [p for p in deleted if p not in _GENERATED]  # the card and the log are written anew with each version
     purge = event in FORGET_EVENTS and not keep_history
     if remote.latest and not adds and not deleted:  # the Hub already has these weights: finish tags/purge only
         version = remote.latest
