@@ -557,17 +557,18 @@ def test_model_card_has_user_counts_only_never_ids_or_digests(setup, fresh):
     meta = card.split("---")[1]
     assert "library_name: peft" in meta and "- apa" in meta and "exact-unlearning" in meta
     assert "**APA**" in card and "arxiv.org/abs/2404.10327" in card and "@article{hu2024exact" in card
-    assert "3 LoRA shard adapters" in card and "version 2" in card
+    assert "split into 3 shards" in card and "**Current version:** `v2`" in card
+    assert "| v1 | train | 0, 1, 2 | 0 | local |" in card and "| v2 | forget |" in card
     assert "num forgotten users: `1`" in card and "num forget events: `1`" in card
     # No sample counts (with the public data they narrow the event to one or two users) and no digests.
     assert "samples" not in card.split("## Forget request")[1].split("##")[0] and report.samples_removed > 1
     assert not any(ledger.hash_sample(s) in card for s in samples) and ledger.hash_user(user) not in card
-    assert "seed" not in card
+    assert "seed`:" not in card  # no seed among the hyperparameters (the seeds stay with the controller)
     # Neither the user nor their samples, nor an unsalted digest of them that could be checked against guesses.
     assert user not in card and "person-" not in card and not any(s in card for s in samples)
     assert hashlib.sha256("\n".join(sorted(samples)).encode()).hexdigest() not in card
     assert "salt_dir" not in card and trainer.args.salt_dir not in card
-    assert re.search(r"trainable parameters: `(\d+)`", card).group(1) == str(trainer.num_trainable_parameters)
+    assert re.search(r"\*\*Trainable parameters:\*\* `(\d+)`", card).group(1) == str(trainer.num_trainable_parameters)
 
 
 def test_evaluate_unlearning_reads_an_apa_trainer(setup, fresh):

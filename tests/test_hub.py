@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from hf_recunlearn import hub
 from hf_recunlearn.apa_recommender import APARecommender, read_apa_directory
+from hf_recunlearn.cards import model_card
 from hf_recunlearn.hub import (
     HubAuthError,
     HubConflictError,
@@ -227,10 +228,11 @@ def test_trainer_and_recommender_push_to_hub(runs, hub_server, api, repo_id, tmp
         hub.list_versions(repo_id, token=False)  # anonymous readers cannot see a private repo
 
     before = digests(runs["v2"])
-    result = runs["trainer"].push_to_hub(repo_id)  # the trainer's output_dir holds its current version (v2)
+    result = runs["trainer"].push_to_hub(repo_id=repo_id)  # the trainer's output_dir holds its current version (v2)
     assert (result.tag, result.purged) == ("v2", ["v1"])
     assert f"shard_{runs['shard']:02d}/adapter_model.safetensors" in result.uploaded
-    assert digests(runs["v2"]) == before
+    after = digests(runs["v2"])  # push_to_hub saves first, as Trainer's does: only the local card is (re)written
+    assert after.pop("README.md") and {p: d for p, d in before.items() if p != "README.md"} == after
 
     in_memory = APARecommender(runs["base"], runs["tok"], loaded.state)
     other = f"user/apa-{uuid.uuid4().hex[:8]}"
@@ -263,8 +265,8 @@ def test_model_card_of_a_real_run_is_valid_hub_yaml(runs, api, repo_id):
     assert api.model_info(repo_id).card_data.library_name == "peft"
 
     # A Hub base model goes in the metadata.
-    rendered = hub.render_model_card("apa", repo_id, hub.list_versions(repo_id) and [
-        {"tag": "v1", "version": 1, "event": "train"}], base_model="Qwen/Qwen2.5-0.5B")  # fmt: skip
+    rendered = model_card("apa", repo_id=repo_id, versions=[{"tag": "v1", "version": 1, "event": "train"}],
+                          base_model="Qwen/Qwen2.5-0.5B", apa_meta={"num_shards": 3})  # fmt: skip
     rendered.validate()
     assert yaml.safe_load(str(rendered).split("---")[1])["base_model"] == "Qwen/Qwen2.5-0.5B"
 
@@ -299,6 +301,57 @@ def test_adapter_repo_versions_card_and_purge(runs, hub_server, api, tmp_path):
     assert all(torch.equal(state[n], expected[n]) for n in expected)
     assert hub.pull(repo_id, "v2", tmp_path / "out").joinpath("adapter_model.safetensors").read_bytes() == (
         unlearned / "adapter_model.safetensors").read_bytes()  # fmt: skip
+
+
+def test_trainer_push_to_hub_is_a_versioned_push(tiny_data, hub_server, api, tmp_path):
+    """`Trainer.push_to_hub`'s contract (hub_model_id, CommitInfo, blocking), through the versioned push path."""
+    from huggingface_hub import CommitInfo
+
+    from hf_recunlearn.models import build_tiny_model
+    from hf_recunlearn.trainer import E2URecConfig, E2URecTrainer, RecConfig, RecTrainer
+
+    tok, split = tiny_data["tokenizer"], tiny_data["split"]
+    repo = f"user/e2urec-{uuid.uuid4().hex[:8]}"
+    args = E2URecConfig(output_dir=str(tmp_path / "forgot"), hub_model_id=repo, num_train_epochs=1, augment_epochs=1,
+                        per_device_train_batch_size=4, stopping="fixed", disable_tqdm=True, use_cpu=True,
+                        report_to="none")  # fmt: skip
+    trainer = E2URecTrainer(build_tiny_model(tok, "causal", "tiny"), args=args, train_dataset=tiny_data["train"],
+                            forget_dataset=split.forget, processing_class=tok)  # fmt: skip
+    trainer.train()
+    info = trainer.push_to_hub(license="apache-2.0", dataset_name="user/ml-1m")
+    assert isinstance(info, CommitInfo) and str(info) == info.commit_url and info.commit_url.endswith(info.oid)
+    assert (info.repo_id, info.tag) == (repo, "v1")
+    assert [(t.name, t.target_commit) for t in api.list_repo_refs(repo).tags] == [("v1", info.oid)]
+    users = len(set(split.forget["user_id"]))
+    assert [(v.tag, v.status, v.event, v.users_removed) for v in hub.list_versions(repo)] == [
+        ("v1", "available", "unlearn", users)]  # fmt: skip
+    files = set(api.list_repo_files(repo, revision="v1"))
+    assert {"adapter_model.safetensors", "unlearning_versions.json", "receipts/000001.json"} <= files
+    assert not any(f.startswith("controller/") for f in files)
+    card = ModelCard.load(repo)
+    card.validate()
+    assert (card.data.license, card.data.datasets, card.data.library_name) == ("apache-2.0", ["user/ml-1m"], "peft")
+    assert "e2urec" in card.data.tags and "unlearning" in card.data.tags  # the trainer's own tags too
+    assert f"num forgotten users: `{users}`" in card.text and "## Method hyperparameters" in card.text
+    assert not any(f"`{u}`" in card.text for u in set(split.forget["user_id"]))
+    # The local card (save_model) is the library's, from the same template; PEFT's boilerplate is gone.
+    local = (tmp_path / "forgot" / "README.md").read_text()
+    assert "### Framework versions" not in local and "## Forget request" in local
+
+    # The same saved model again is no new version; `blocking=False` returns a Future of the result.
+    again = trainer.push_to_hub(blocking=False, license="apache-2.0", dataset_name="user/ml-1m").result()
+    assert (again.tag, again.created_commit) == ("v1", False), again.uploaded
+
+    # The recommender trainer pushes the same way (event "train"); `revision` other than main is refused.
+    rec_repo = f"user/rec-{uuid.uuid4().hex[:8]}"
+    rec = RecTrainer(build_tiny_model(tok, "causal", "tiny"), RecConfig(output_dir=str(tmp_path / "rec"),
+                     hub_model_id=rec_repo, use_cpu=True, report_to="none"), train_dataset=tiny_data["train"],
+                     processing_class=tok)  # fmt: skip
+    with pytest.raises(ValueError, match="tag"):
+        rec.push_to_hub(revision="dev")
+    assert rec.push_to_hub().tag == "v1"
+    assert [(v.tag, v.event) for v in hub.list_versions(rec_repo)] == [("v1", "train")]
+    assert "tallrec" in ModelCard.load(rec_repo).data.tags
 
 
 # ---------------------------------------------------------------------------------------------------- failures
@@ -390,9 +443,14 @@ def test_cli_push_versions_pull(runs, hub_server, repo_id, tmp_path, capsys):
     assert resolve_push_source(run) == ("apa", run / "apa")
     assert resolve_push_source(runs["v1"] / "shard_00") == ("e2urec", runs["v1"] / "shard_00")
 
-    assert main(["push", "--run", str(run), "--repo-id", repo_id, "--json", str(tmp_path / "p1.json")]) == 0
+    assert main(["push", "--run", str(run), "--repo-id", repo_id, "--json", str(tmp_path / "p1.json"),
+                 "--license", "mit", "--datasets", "user/ml-1m", "--tags", "movies", "--library_name", "peft",
+                 "--base_model", "org/base"]) == 0  # fmt: skip
     first = json.loads((tmp_path / "p1.json").read_text())
     assert (first["method"], first["tag"], first["version"]) == ("apa", "v1", 1)
+    data = ModelCard.load(repo_id).data  # the card's metadata, set from the command line
+    assert (data.license, data.datasets, data.library_name, data.base_model) == ("mit", ["user/ml-1m"], "peft", "org/base")
+    assert data.tags[-1] == "movies"
     shutil.rmtree(run / "apa")
     shutil.copytree(runs["v2"], run / "apa")
     assert main(["push", "--run", str(run), "--repo-id", repo_id, "--keep-history"]) == 0

@@ -160,6 +160,9 @@ class PushArguments:
     )
     datasets: list[str] | None = field(default=None, metadata={"help": "Card metadata: Hub dataset ids."})
     tags: list[str] | None = field(default=None, metadata={"help": "Card metadata: tags added to the library's own."})
+    library_name: str | None = field(
+        default=None, metadata={"help": "Card metadata: the library that loads the model (default: peft)."}
+    )
 
 
 @dataclass
@@ -899,7 +902,8 @@ def _push(parsed) -> dict[str, Any]:
         metrics = None  # measured on another version: a card describes the version it is pushed with
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "version"} if metrics else None
     event = info.latest_event(method_key) if info is not None else None
-    card = {"license": args.license, "base_model": args.base_model, "datasets": args.datasets, "tags": args.tags}
+    card = {"license": args.license, "base_model": args.base_model, "datasets": args.datasets, "tags": args.tags,
+            "library_name": args.library_name}
     if kind == "apa":
         with directory_lock(folder, reason=" (push)"):
             result = hub.push(folder, args.repo_id, private=args.private, keep_history=args.keep_history,

@@ -3,7 +3,8 @@ Versioned Hub repos for unlearned recommenders: push, pull, list versions, and p
 
 An APA directory (see `hf_recunlearn.apa_recommender`) is pushed as one Hub model repo::
 
-    README.md                   model card: method, citation, unlearning log (counts only), how to load a version
+    README.md                   model card (`hf_recunlearn.cards`): method, citation, unlearning log (counts only),
+                                how to load a version
     unlearning_versions.json    every version: tag, commit, event, counts, date, metrics, status, and the path and
                                 sha256 of its receipt (the pushed state of `hf_recunlearn.receipts`)
     receipts/000001.json, ...   the chain of forgetting receipts, one per event (kept whole in every version)
@@ -24,8 +25,11 @@ therefore deletes the tags of the earlier versions, squashes the history of `mai
 again. The lineage survives in `unlearning_versions.json` and the card, where those versions are marked `purged`.
 Pass `keep_history=True` to keep every version downloadable instead (e.g. when no version held personal data).
 
-Generic PEFT adapter directories (an E2URec unlearned adapter, the original TALLRec adapter) are pushed the same way
-with [`push_adapter`]: one commit and one tag per version, a card of their own, the same purge policy.
+One-model directories (an E2URec unlearned adapter, the original TALLRec adapter, a full model) are pushed the same
+way with [`push_adapter`]: one commit and one tag per version, the same purge policy. Every trainer's `push_to_hub()`
+goes through `push` (APA, SISA) or `push_adapter` (the others). The card of every version is rendered by
+`hf_recunlearn.cards.model_card`, the library's one card generator; [`export_version`] writes the files a first push
+would publish without a Hub (a dry run).
 
 Failures raise a [`HubOperationError`] subclass with a message that says what to do; the local directory is only
 read, and since the version is a single commit, the Hub never holds half of it.
@@ -46,8 +50,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from .cards import CITATIONS as _CITATIONS
-from .cards import model_card_template
+from huggingface_hub import CommitInfo
+
+from .cards import model_card
 from .controller import CARD_FILE, VERSIONS_FILE, crash_point
 from .controller import GENERATED_FILES as _GENERATED
 from .controller import published_files as _local_files
@@ -56,27 +61,8 @@ from .controller import published_files as _local_files
 logger = logging.getLogger(__name__)
 
 VERSIONS_FORMAT = "hf_recunlearn/hub_versions"
-BASE_TAGS = ["hf_recunlearn", "recommendation", "machine-unlearning"]
 FORGET_EVENTS = ("forget", "unlearn")
-_LOCAL_BASE_TEXT = "a base model that is not on the Hub (pass `base_model=` when loading)"
 _KEPT_REMOTE = {".gitattributes"}  # files the Hub creates, never deleted by a push
-
-CITATIONS = _CITATIONS  # the one citation table (hf_recunlearn.cards), under its old name
-_METHOD_TITLES = {
-    "apa": "APA (exact unlearning)",
-    "e2urec": "an E2URec-unlearned recommender adapter",
-    "tallrec": "a TALLRec recommender adapter",
-    "original": "a TALLRec recommender adapter",
-}
-_METHOD_DESCRIPTIONS = {
-    "e2urec": (
-        "E2URec makes a trained LLM recommender forget a set of users' interactions by updating a small LoRA "
-        "adapter with a forgetting teacher (to unlearn) and a remembering teacher (to keep utility on the rest). "
-        "Unlike APA this is approximate unlearning: the result is not guaranteed equal to retraining."
-    ),
-    "tallrec": "A recommender adapter trained with the TALLRec recipe (instruction tuning with LoRA).",
-    "original": "A recommender adapter trained with the TALLRec recipe (instruction tuning with LoRA).",
-}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -147,32 +133,41 @@ class HubVersion:
         return asdict(self)
 
 
-@dataclass
-class HubPushResult:
+@dataclass(kw_only=True)
+class HubPushResult(CommitInfo):
     """
-    What a push did.
+    What a push did. It is the `huggingface_hub.CommitInfo` of the commit the version's tag points to (so a trainer's
+    `push_to_hub()` returns what `Trainer.push_to_hub` does: `str(result)` is the commit URL, `result.oid` its id),
+    with the version it published.
 
     Attributes:
         repo_id, version, tag: where the version went.
-        commit (`str`): the commit the tag points to (after a purge, the squashed head).
+        commit (`str`): the commit the tag points to (after a purge, the squashed head); the same as `oid`.
         uploaded (`list[str]`): paths sent in the version's commit (changed or new files).
         deleted (`list[str]`): remote paths the commit removed.
         purged (`list[str]`): tags deleted because their weights saw deleted data.
         created_commit (`bool`): False when the Hub already held exactly this version (the push only tagged or
             finished a purge).
+        card (`dict`): the inputs of the model card the version's commit published (`hf_recunlearn.cards.model_card`
+            renders it again from them).
     """
 
     repo_id: str
     version: int
     tag: str
-    commit: str
     uploaded: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
     created_commit: bool = True
+    card: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def commit(self) -> str:
+        return self.oid
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        keys = ("repo_id", "version", "tag", "commit", "uploaded", "deleted", "purged", "created_commit")
+        return {k: getattr(self, k) for k in keys}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -314,22 +309,6 @@ def _read_remote_json(repo_id: str, path: str, revision: str, token) -> dict | N
 # Model cards
 
 
-def _log_rows(versions: list[dict]) -> list[dict]:
-    rows = []
-    for v in versions:
-        shards = v.get("shards_retrained")
-        receipt = v.get("receipt")
-        rows.append({
-            "tag": v["tag"],
-            "event": v.get("event", ""),
-            "shards": ", ".join(str(k) for k in shards) if shards else "-",
-            "users_removed": v.get("users_removed", 0),
-            "status": v.get("status", "available").replace("_", " "),
-            "receipt": f"[{receipt.split('/')[-1]}]({receipt})" if receipt else "-",
-        })  # fmt: skip
-    return rows
-
-
 def _receipt_fields(directory: Path, version: int | None = None) -> dict:
     """
     `{"receipt": path, "receipt_sha256": hash}` of the receipt of model version `version` (default: the newest
@@ -345,81 +324,19 @@ def _receipt_fields(directory: Path, version: int | None = None) -> dict:
     return {"receipt": f"receipts/{path.name}", "receipt_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def render_model_card(
-    method: str,
-    repo_id: str,
-    versions: list[dict],
-    *,
-    base_model: str | None = None,
-    datasets: list[str] | None = None,
-    metrics: dict[str, float] | None = None,
-    apa_meta: dict | None = None,
-    license: str | None = None,
-    tags: list[str] | None = None,
-):
+def _receipt_card_fields(receipt: dict | None) -> dict:
     """
-    The model card of a version, rendered from the shipped template (`model_cards/apa.md` or `e2urec.md`).
-
-    Args:
-        method (`str`): `"apa"`, `"e2urec"`, `"tallrec"`/`"original"`, or another adapter method name.
-        repo_id (`str`): the repo the card describes (used in the loading snippets).
-        versions (`list[dict]`): the entries of `unlearning_versions.json`, oldest first; the last one is current.
-        base_model (`str`, *optional*): the base model; it goes in the card metadata only when it is a Hub id.
-        datasets (`list[str]`, *optional*): Hub dataset ids the model was trained on.
-        metrics (`dict`, *optional*): metric name -> value of the current version.
-        apa_meta (`dict`, *optional*): the `apa_config.json` of an APA version.
-        license (`str`, *optional*): the card's `license` (a Hub license id such as `"apache-2.0"`, or `"other"`).
-        tags (`list[str]`, *optional*): tags added to the library's own (`hf_recunlearn`, the method, ...).
-
-    Returns:
-        `huggingface_hub.ModelCard`
+    What an approximate method's receipt (public: it is pushed in `receipts/`) says for the card: the number of users
+    forgotten, the method's hyperparameters and the audit figures. Empty for any other receipt.
     """
-    from huggingface_hub import ModelCard, ModelCardData
-
-    from .models import is_hub_model_id
-
-    metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    own = BASE_TAGS + [method if method != "original" else "tallrec"]
-    tags = own + [t for t in (tags or []) if t not in own]
-    base_id = base_model if is_hub_model_id(base_model) else None
-    card_data = ModelCardData(
-        library_name="peft",
-        license=license,
-        base_model=base_id,
-        tags=tags,
-        datasets=list(datasets) if datasets else None,
-        metrics=sorted(metrics) or None,
-    )
-    current = versions[-1]
-    purged = [v["tag"] for v in versions if v.get("status") == "purged"]
-    purge_note = (
-        f"{'Versions' if len(purged) > 1 else 'Version'} {', '.join(purged)} {'were' if len(purged) > 1 else 'was'} "
-        "**purged** after a deletion request: their weights were trained on data "
-        "that has since been forgotten, so their tags were deleted and the history squashed; they cannot be "
-        "downloaded any more. Their log entries remain."
-        if purged
-        else ""
-    )
-    kwargs = dict(
-        repo_id=repo_id,
-        current_tag=current["tag"],
-        base_model_id=base_id,
-        base_model_text=f"`{base_id}`" if base_id else _LOCAL_BASE_TEXT,
-        log=_log_rows(versions),
-        purge_note=purge_note,
-        metrics_rows=[(k, f"{float(v):.4f}") for k, v in sorted(metrics.items())],
-        citation=CITATIONS.get(method),
-        method_title=_METHOD_TITLES.get(method, f"a {method} recommender adapter"),
-        method_description=_METHOD_DESCRIPTIONS.get(method, f"A recommender adapter produced with {method}."),
-    )
-    if apa_meta is not None:
-        agg = apa_meta.get("aggregation", {})
-        kwargs.update(
-            num_shards=apa_meta.get("num_shards"),
-            partition_method=apa_meta.get("partition", {}).get("method", "?"),
-            aggregation_text=f"{agg.get('weights', '?')} weights at level {agg.get('level', '?')}",
-        )
-    return ModelCard.from_template(card_data, template_path=str(model_card_template(method)), **kwargs)
+    approximate = (receipt or {}).get("approximate")
+    if not approximate:
+        return {}
+    return {
+        "forget_request": {"num_forgotten_users": int(receipt.get("request", {}).get("users", 0))},
+        "hyperparameters": dict(approximate.get("hyperparameters") or {}),
+        "audit_figures": dict(approximate.get("audit") or {}),
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -451,6 +368,9 @@ class _RemoteState:
     """What a push needs to know about the repo's `main` before it commits."""
 
     def __init__(self, api, repo_id: str, token):
+        if api is None:  # an empty repo: what a first push starts from ([`export_version`])
+            self.head, self.tree, self.versions_meta, self.tags, self.branches, self.num_commits = None, {}, None, {}, {}, 0
+            return
         info = api.repo_info(repo_id, revision="main")
         self.head: str = info.sha
         self.tree = _remote_tree(api, repo_id, self.head)
@@ -514,8 +434,8 @@ def _publish(
 
     tag = _tag(version)
     adds, uploaded, deleted = remote.changes(files)
-    result = HubPushResult(repo_id, version, tag, remote.head, uploaded=uploaded, deleted=deleted)
-    if adds or deleted:
+    commit, created = remote.head, bool(adds or deleted)
+    if created:
         operations = adds + [CommitOperationDelete(p) for p in deleted]
         if _before_commit is not None:
             _before_commit()
@@ -527,28 +447,31 @@ def _publish(
                 commit_message=commit_message,
                 parent_commit=remote.head,
             )
-        result.commit = info.oid
-    else:
-        result.created_commit = False
+        commit = info.oid
     crash_point("push:committed")
+    purged = []
     try:
         with _translate_errors(repo_id, f"tag version {tag} of"):
-            if tag in remote.tags and remote.tags[tag] != result.commit:
+            if tag in remote.tags and remote.tags[tag] != commit:
                 api.delete_tag(repo_id, tag=tag)
-            if remote.tags.get(tag) != result.commit:
-                api.create_tag(repo_id, tag=tag, revision=result.commit, tag_message=commit_message)
+            if remote.tags.get(tag) != commit:
+                api.create_tag(repo_id, tag=tag, revision=commit, tag_message=commit_message)
         crash_point("push:tagged")
         others = set(remote.tags) - {tag} or set(remote.branches) - {"main"}
-        if purge and (result.created_commit or others or _purge_pending(remote.versions_meta)):
-            result.purged, result.commit = _finish_purge(api, repo_id, token)
+        if purge and (created or others or _purge_pending(remote.versions_meta)):
+            purged, commit = _finish_purge(api, repo_id, token)
     except HubOperationError as err:
-        if result.created_commit:
+        if created:
             raise type(err)(
-                f"{err} Version {tag} itself was published (commit {result.commit}), but tagging or purging older "
+                f"{err} Version {tag} itself was published (commit {commit}), but tagging or purging older "
                 "versions did not finish: re-run the same push (or `hf-recunlearn versions`) to finish it."
             ) from err
         raise
-    return result
+    return HubPushResult(
+        f"{api.endpoint}/{repo_id}/commit/{commit}", commit_message, "", commit, _endpoint=api.endpoint,
+        repo_id=repo_id, version=version, tag=tag, uploaded=uploaded, deleted=deleted, purged=purged,
+        created_commit=created,
+    )  # fmt: skip
 
 
 def _purge_pending(versions_meta: dict | None) -> bool:
@@ -641,12 +564,17 @@ def _rerender_card(api, repo_id: str, revision: str, method: str, versions: list
         current = ModelCard.load(repo_id, token=token)
     except Exception:  # no card, or an unreadable one: the version list alone carries the statuses
         return None
-    apa_meta = _read_remote_json(repo_id, CONFIG_NAME, revision, token) if method == "apa" else None
     newest = versions[-1] if versions else {}
-    return render_model_card(
-        method, repo_id, versions, base_model=current.data.base_model, datasets=current.data.datasets,
-        metrics=newest.get("metrics"), apa_meta=apa_meta, license=current.data.license, tags=current.data.tags,
-    )  # fmt: skip
+    inputs = {
+        "method": method, "repo_id": repo_id, "versions": versions, "base_model": current.data.base_model,
+        "datasets": current.data.datasets, "license": current.data.license, "tags": current.data.tags,
+        "library_name": current.data.library_name, "metrics": newest.get("metrics"),
+    }  # fmt: skip
+    if method == "apa":
+        inputs["apa_meta"] = _read_remote_json(repo_id, CONFIG_NAME, revision, token)
+    elif newest.get("receipt"):
+        inputs.update(_receipt_card_fields(_read_remote_json(repo_id, newest["receipt"], revision, token)))
+    return model_card(**inputs)
 
 
 def _versions_payload(method: str, versions: list[dict]) -> bytes:
@@ -698,6 +626,17 @@ def _open_remote(repo_id: str, token, private: bool, method: str):
         )
     return token, api, remote
 
+@dataclass
+class _StagedVersion:
+    """A version ready to commit: its number, its files (card and log included), the log, and the card's inputs."""
+
+    version: int
+    files: dict[str, Path | bytes]
+    purge: bool
+    commit_message: str
+    card: dict
+
+
 def push(
     directory,
     repo_id: str,
@@ -709,6 +648,7 @@ def push(
     base_model: str | None = None,
     license: str | None = None,
     tags: list[str] | None = None,
+    library_name: str | None = None,
     commit_message: str | None = None,
     token: str | bool | None = None,
     _before_commit=None,
@@ -726,30 +666,51 @@ def push(
         metrics (`dict`, *optional*): metric name -> value of this version (card and version list).
         datasets (`list[str]`, *optional*): Hub dataset ids for the card metadata.
         base_model (`str`, *optional*): overrides the base model recorded in `apa_config.json` for the card.
-        license (`str`, *optional*), tags (`list[str]`, *optional*): the card's `license` and extra tags.
+        license, tags, library_name (*optional*): the card's `license`, extra tags and `library_name` (`"peft"`).
         commit_message (`str`, *optional*): defaults to a summary of the event.
         token (`str`, *optional*): a Hub token with write access; defaults to the logged-in one.
 
     Returns:
-        [`HubPushResult`]
+        [`HubPushResult`] (a `huggingface_hub.CommitInfo`)
 
     Raises:
         [`HubAuthError`], [`HubConflictError`] (the Hub is ahead of, or diverged from, the local directory, or
         another push landed first: pull first), [`HubPushError`] (network or server failure; re-run).
     """
-    from .apa_format import CONFIG_NAME, read_apa_directory
+    _require_apa_directory(directory)
+    token, api, remote = _open_remote(repo_id, token, private, "apa")
+    staged = _stage_apa(Path(directory), repo_id, remote, token, keep_history=keep_history, metrics=metrics,
+                        datasets=datasets, base_model=base_model, license=license, tags=tags,
+                        library_name=library_name, commit_message=commit_message)  # fmt: skip
+    return _push_staged(api, repo_id, remote, staged, token, _before_commit)
 
-    directory = Path(directory)
-    if not (directory / CONFIG_NAME).is_file():
+
+def _require_apa_directory(directory) -> None:
+    from .apa_format import CONFIG_NAME
+
+    if not (Path(directory) / CONFIG_NAME).is_file():
         raise FileNotFoundError(
             f"{str(directory)!r} has no {CONFIG_NAME}: pass an APA directory (written by `APATrainer`), or use "
             "`push_adapter` for a PEFT adapter directory."
         )
+
+
+def _push_staged(api, repo_id: str, remote: _RemoteState, staged: _StagedVersion, token, _before_commit=None):
+    result = _publish(api, repo_id, remote, staged.version, staged.files, purge=staged.purge,
+                      commit_message=staged.commit_message, token=token, _before_commit=_before_commit)  # fmt: skip
+    result.card = staged.card
+    return result
+
+
+def _stage_apa(directory: Path, repo_id: str, remote: _RemoteState, token, *, keep_history: bool, metrics,
+               commit_message: str | None, **card) -> _StagedVersion:  # fmt: skip
+    """The next version of an APA repo from `directory`, checked against what `remote` holds."""
+    from .apa_format import CONFIG_NAME, read_apa_directory
+
     read_apa_directory(directory)  # checksums: never publish a damaged version
     meta = json.loads((directory / CONFIG_NAME).read_text())
     version = int(meta["version"])
     lineage = list(meta.get("lineage", []))
-    token, api, remote = _open_remote(repo_id, token, private, "apa")
     if remote.latest > version:
         raise HubConflictError(
             f"{repo_id!r} is at {_tag(remote.latest)} but {str(directory)!r} holds v{version}: the Hub is ahead. "
@@ -784,10 +745,8 @@ def push(
         versions = _merge_versions(remote, [], purge)
     else:
         versions = _merge_versions(remote, new_entries, purge)
-    card = render_model_card(
-        "apa", repo_id, versions, base_model=base_model or meta.get("base_model"), datasets=datasets,
-        metrics=metrics, apa_meta=meta, license=license, tags=tags,
-    )  # fmt: skip
+    card = dict(method="apa", repo_id=repo_id, versions=versions, metrics=metrics, apa_meta=meta,
+                **{**card, "base_model": card.get("base_model") or meta.get("base_model")})  # fmt: skip
     files: dict[str, Path | bytes] = dict(_local_files(directory))
     if remote.latest == version:  # resuming an interrupted push: the weights must be the ones on the Hub
         _, changed, _ = remote.changes(files)
@@ -798,15 +757,14 @@ def push(
                 "your forget requests to it, and push again."
             )
     files[VERSIONS_FILE] = _versions_payload("apa", versions)
-    files[CARD_FILE] = str(card).encode()
+    files[CARD_FILE] = str(model_card(**card)).encode()
     current = versions[-1]
     message = commit_message or (
         f"{_tag(version)}: {current['event']}"
         + (f", shards {current['shards_retrained']} retrained" if current["event"] in FORGET_EVENTS else "")
         + (f", {current['users_removed']} users removed" if current["event"] in FORGET_EVENTS else "")
     )
-    return _publish(api, repo_id, remote, version, files, purge=purge, commit_message=message, token=token,
-                    _before_commit=_before_commit)  # fmt: skip
+    return _StagedVersion(version, files, purge, message, card)
 
 
 def push_adapter(
@@ -821,40 +779,66 @@ def push_adapter(
     users_removed: int = 0,
     license: str | None = None,
     tags: list[str] | None = None,
+    library_name: str | None = None,
     keep_history: bool = False,
     private: bool = False,
     commit_message: str | None = None,
     token: str | bool | None = None,
 ) -> HubPushResult:
     """
-    Push a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`) as the next version `vN` of
-    an adapter repo, with its own card.
+    Push one model directory as the next version `vN` of a repo, with its own card: a PEFT adapter
+    (`adapter_config.json` + `adapter_model.safetensors`), or a full `transformers` model (`config.json` + weights,
+    e.g. an unlearning run with `use_lora=False`). Every trainer's `push_to_hub()` comes here.
 
     Args:
-        directory: the adapter directory (e.g. a run's `e2urec/` or `original/`). Only read.
+        directory: the model directory (e.g. a run's `e2urec/` or `original/`, a trainer's `output_dir`). Only read.
         repo_id (`str`): the Hub model repo; created if missing.
-        method (`str`, defaults to `"e2urec"`): `"e2urec"`, `"tallrec"`/`"original"`, or another method name.
+        method (`str`, defaults to `"e2urec"`): `"e2urec"`, `"tallrec"`/`"original"`, `"neggrad"`, ... (a key of
+            `hf_recunlearn.cards.METHODS`).
         event (`str`, *optional*): what produced this version; defaults to `"unlearn"` for E2URec and `"train"`
             otherwise. An `"unlearn"`/`"forget"` event purges earlier versions unless `keep_history=True`.
         metrics, base_model, datasets: for the card (`base_model` defaults to the adapter config's).
         users_removed (`int`): users removed, for the unlearning log (never ids, never sample counts).
-        license (`str`, *optional*), tags (`list[str]`, *optional*): the card's `license` and extra tags.
+        license, tags, library_name (*optional*): the card's `license`, extra tags and `library_name` (defaults to
+            `"peft"` for an adapter, `"transformers"` for a full model).
         keep_history, private, commit_message, token: as in [`push`].
 
+    The card also shows what the directory's newest receipt (published with it, in `receipts/`) records: the number
+    of users forgotten, the method's hyperparameters and the audit figures.
+
     Returns:
-        [`HubPushResult`]; when the Hub already holds exactly these files, no version is added.
+        [`HubPushResult`] (a `huggingface_hub.CommitInfo`); when the Hub already holds exactly these files, no version
+        is added.
     """
-    directory = Path(directory)
-    if not (directory / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"{str(directory)!r} has no adapter_config.json: pass a PEFT adapter directory (or use `push` for APA)."
-        )
-    event = event or ("unlearn" if method == "e2urec" else "train")
-    if base_model is None:
-        base_model = json.loads((directory / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    _require_model_directory(directory)
     token, api, remote = _open_remote(repo_id, token, private, method)
+    staged = _stage_adapter(Path(directory), repo_id, remote, method=method, event=event, metrics=metrics,
+                            base_model=base_model, datasets=datasets, users_removed=users_removed, license=license,
+                            tags=tags, library_name=library_name, keep_history=keep_history,
+                            commit_message=commit_message)  # fmt: skip
+    return _push_staged(api, repo_id, remote, staged, token)
+
+
+def _require_model_directory(directory) -> None:
+    directory = Path(directory)
+    if not (directory / "adapter_config.json").is_file() and not (directory / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{str(directory)!r} has neither adapter_config.json nor config.json: pass a PEFT adapter or model "
+            "directory (or use `push` for APA)."
+        )
+
+
+def _stage_adapter(directory: Path, repo_id: str, remote: _RemoteState, *, method: str, event: str | None, metrics,
+                   base_model, users_removed: int, keep_history: bool, commit_message: str | None,
+                   library_name: str | None, **card) -> _StagedVersion:  # fmt: skip
+    """The next version of a one-model repo from `directory` (no new version when `remote` holds these files)."""
+    event = event or ("unlearn" if method == "e2urec" else "train")
+    is_adapter = (directory / "adapter_config.json").is_file()
+    if base_model is None and is_adapter:
+        base_model = json.loads((directory / "adapter_config.json").read_text()).get("base_model_name_or_path")
     local = _local_files(directory)
     adds, _, deleted = remote.changes(local)
+    deleted = [p for p in deleted if p not in _GENERATED]  # the card and the log are written anew with each version
     purge = event in FORGET_EVENTS and not keep_history
     if remote.latest and not adds and not deleted:  # the Hub already has these weights: finish tags/purge only
         version = remote.latest
@@ -865,13 +849,48 @@ def push_adapter(
         entry.update(users_removed=int(users_removed), date=_now(), parent_commit=remote.head)
         entry.update(_receipt_fields(directory))
         versions = _merge_versions(remote, [entry], purge)
-    card = render_model_card(method, repo_id, versions, base_model=base_model, datasets=datasets, metrics=metrics,
-                             license=license, tags=tags)  # fmt: skip
+    receipt = versions[-1].get("receipt")
+    card = dict(method=method, repo_id=repo_id, versions=versions, metrics=metrics, base_model=base_model,
+                library_name=library_name or ("peft" if is_adapter else "transformers"), **card)  # fmt: skip
+    if receipt and (directory / receipt).is_file():
+        card.update(_receipt_card_fields(json.loads((directory / receipt).read_text())))
     files: dict[str, Path | bytes] = dict(local)
     files[VERSIONS_FILE] = _versions_payload(method, versions)
-    files[CARD_FILE] = str(card).encode()
+    files[CARD_FILE] = str(model_card(**card)).encode()
     message = commit_message or f"{_tag(version)}: {event} ({method})"
-    return _publish(api, repo_id, remote, version, files, purge=purge, commit_message=message, token=token)
+    return _StagedVersion(version, files, purge, message, card)
+
+
+def export_version(directory, repo_id: str, output_dir, *, method: str | None = None, **kwargs) -> dict:
+    """
+    Write to `output_dir` the files a first push of `directory` to the empty repo `repo_id` would publish (the
+    model, `receipts/`, the card and `unlearning_versions.json`), without a Hub: a dry run of [`push`] (an APA
+    directory) or [`push_adapter`] (any other model directory, with `method`). `kwargs` are theirs (card metadata,
+    `metrics`, `event`, `users_removed`, ...).
+
+    Returns:
+        `dict`: the inputs of the card, which `hf_recunlearn.cards.model_card(**inputs)` renders again.
+    """
+    from .apa_format import CONFIG_NAME
+
+    directory, output_dir = Path(directory), Path(output_dir)
+    empty = _RemoteState(None, repo_id, None)
+    if (directory / CONFIG_NAME).is_file():
+        staged = _stage_apa(directory, repo_id, empty, None, keep_history=kwargs.pop("keep_history", False),
+                            metrics=kwargs.pop("metrics", None), commit_message=None, **kwargs)  # fmt: skip
+    else:
+        _require_model_directory(directory)
+        defaults = {"event": None, "metrics": None, "base_model": None, "users_removed": 0, "keep_history": False,
+                        "library_name": None}  # fmt: skip
+        staged = _stage_adapter(directory, repo_id, empty, method=method or "e2urec", commit_message=None,
+                                **{**defaults, **kwargs})  # fmt: skip
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise FileExistsError(f"`output_dir` {str(output_dir)!r} is not empty; pass a new or empty directory.")
+    for rel, source in staged.files.items():
+        target = output_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source if isinstance(source, bytes) else Path(source).read_bytes())
+    return staged.card
 
 
 # --------------------------------------------------------------------------------------------------------------------

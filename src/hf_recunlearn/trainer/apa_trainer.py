@@ -66,6 +66,7 @@ from ..apa_recommender import (
     read_version,
     write_apa_directory,
 )
+from ..apa_format import public_lineage
 from ..controller import Journal, crash_point, directory_lock, fingerprint_model
 from ..cards import paper
 from ..receipts import ExactEvent, issue_token, request_tree, users_tree
@@ -219,7 +220,8 @@ class APATrainer(UnlearningTrainer):
     adapters (each by its own [`RecTrainer`]) and returns a `TrainOutput` (the [`APAEventReport`] is `last_report`),
     and [`forget`] retrains only the shards that held the forgotten data. Events are logged through `Trainer.log`
     (`apa/version`, `apa/shards_trained`, `apa/samples_removed`, `apa/users_removed`, `apa/num_samples`,
-    `apa/seconds`), and `create_model_card` describes the version by counts and salted hashes.
+    `apa/seconds`); `save_model` writes the version with the library's card (counts only, never ids or digests),
+    and `push_to_hub` publishes it as the next version of a versioned repo (`hf_recunlearn.hub.push`).
 
     Args:
         model (`str`, `PreTrainedModel` or `APARecommender`):
@@ -794,37 +796,54 @@ class APATrainer(UnlearningTrainer):
             return
         write_apa_directory(save_directory, self.apa_state, tokenizer=self.processing_class)
 
-    def push_to_hub(self, repo_id: str | None = None, *, keep_history: bool = False, private: bool | None = None,
-                    **kwargs):  # fmt: skip
-        """
-        Push the current version to the Hub model repo `repo_id` (default `args.hub_model_id`) as tag `vN` (see
-        `hf_recunlearn.hub.push` for the other keyword arguments). Only the retrained shards, the aggregation state,
-        the public metadata and the card are uploaded (never `controller/`), and after a forget event the earlier
-        versions are purged from the Hub unless `keep_history=True`. Runs under the model directory's lock.
-
-        Returns a `hf_recunlearn.hub.HubPushResult` (`None` on processes other than the main one).
-        """
+    def _versioned_push(self, repo_id: str, **kwargs):
+        """The pushes of `push_to_hub`: the current version's APA directory, through `hf_recunlearn.hub.push`."""
         from ..hub import push
 
+        kwargs.setdefault("base_model", self._card_base_model())
+        kwargs["tags"] = list(kwargs.get("tags") or []) + [t for t in self._tag_names if t not in (kwargs.get("tags") or [])]
+
+        def run():
+            source = self._reusable_source()
+            if source is not None:
+                return push(source, repo_id, **kwargs)
+            with tempfile.TemporaryDirectory() as tmp:
+                self.save_pretrained(Path(tmp) / "apa")
+                return push(Path(tmp) / "apa", repo_id, **kwargs)
+
+        return run
+
+    def push_to_hub(self, commit_message: str | None = None, blocking: bool = True, token: str | None = None,
+                    revision: str | None = None, private: bool | None = None, **kwargs):  # fmt: skip
+        """
+        Push the current version to the Hub model repo `args.hub_model_id` (or `repo_id=`) as tag `vN`, with
+        `Trainer.push_to_hub`'s arguments (see [`VersionedHubMixin.push_to_hub`]; `keep_history`, `metrics` and the
+        card metadata go to `hf_recunlearn.hub.push`). Only the retrained shards, the aggregation state, the public
+        metadata and the card are uploaded (never `controller/`), and after a forget event the earlier versions are
+        purged from the Hub unless `keep_history=True`. Runs under the model directory's lock.
+
+        Returns a `hf_recunlearn.hub.HubPushResult` (the version's `CommitInfo`; `None` on processes other than the
+        main one).
+        """
         if self.apa_state is None:
             raise RuntimeError("No APA model to push yet: call `train()` first.")
-        repo_id = repo_id or self.args.hub_model_id
-        if not repo_id:
+        if kwargs.get("repo_id") is None and not self.args.hub_model_id:
             raise ValueError("Pass `repo_id`, or set `hub_model_id` in the configuration, to push to the Hub.")
-        if private is None:
-            private = bool(self.args.hub_private_repo)
-        if not self.is_world_process_zero():
-            return None
-        source = self._reusable_source()
-        if source is not None:
-            return push(source, repo_id, keep_history=keep_history, private=private, **kwargs)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(Path(tmp) / "apa")
-            return push(Path(tmp) / "apa", repo_id, keep_history=keep_history, private=private, **kwargs)
+        return super().push_to_hub(commit_message, blocking, token, revision, private, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """`Trainer`-style alias of [`save_pretrained`] (default: `args.output_dir`)."""
-        self.save_pretrained(output_dir or self.args.output_dir)
+        """
+        `Trainer`-style [`save_pretrained`] (default: `args.output_dir`) with the library's card; with
+        `args.push_to_hub` (and not from inside the Trainer), the version is then pushed.
+        """
+        target = output_dir or self.args.output_dir
+        source = self._reusable_source()
+        if source is None or os.path.abspath(source) != os.path.abspath(target):
+            self.save_pretrained(target)  # else `target` holds the current version already (written by the event)
+        if self.args.should_save:
+            self.create_model_card(output_dir=target)
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save")
 
     # ------------------------------------------------------------------------------------------------ model card
     @property
@@ -856,21 +875,28 @@ class APATrainer(UnlearningTrainer):
     def _is_adapter_model(self) -> bool:
         return True  # every shard is a PEFT adapter on the base
 
-    def _model_card_intro(self, base_model: str | None) -> list[str]:
+    def _card_base_model(self) -> str | None:
+        return self.apa_state.base_model if self.apa_state is not None else None
+
+    def _card_inputs(self) -> dict[str, Any]:
+        """The version's shards, partition and aggregation, its local lineage, and what was forgotten (counts)."""
+        if self.apa_state is None:
+            raise RuntimeError("No APA model to describe yet: call `train()` first.")
         state = self.apa_state
-        shards = f"{state.num_shards} LoRA shard adapters" if state is not None else "LoRA shard adapters"
-        aggregation = (
-            f" ({state.aggregation.weights} weights, level {state.aggregation.level})" if state is not None else ""
-        )
-        return [
-            f"This model is an LLM-based recommender built for exact unlearning with **{self._name}**"
-            + self._paper_reference(),
-            f"It answers Yes/No to \"will this user like item X?\" with {shards}"
-            + (f" on `{base_model}`" if base_model else "")
-            + f", aggregated per sample{aggregation}, trained with hf_recunlearn (`{type(self).__name__}`). "
-            "Forgetting retrains only the shards that held the forgotten data, so the result equals a model never "
-            "trained on it." + (f" This is version {state.version}." if state is not None else ""),
-        ]
+        versions = [
+            {"version": e["version"], "tag": f"v{e['version']}", "event": e.get("event", ""), "status": "local",
+             "shards_retrained": list(e.get("shards_trained", [])), "users_removed": int(e.get("users_removed", 0))}
+            for e in public_lineage(state.lineage)
+        ]  # fmt: skip
+        meta = {"num_shards": state.num_shards, "partition": {"method": state.partition.get("method")},
+                "aggregation": state.aggregation.to_dict()}  # fmt: skip
+        return {
+            "versions": versions,
+            "apa_meta": meta,
+            "forget_request": self.forget_request_summary(),
+            "hyperparameters": self.method_hyperparameters(),
+            "trainable_parameters": self.num_trainable_parameters,
+        }
 
     # ------------------------------------------------------------------------------------------------ training
     def _valid_dataset(self, ledger: ShardLedger | None = None, valid_users: list[str] | None = None):

@@ -24,6 +24,7 @@ from ..metrics import mean_confidence, utility_metrics
 from ..models import count_trainable_parameters, is_quantized, is_seq2seq, load_model, prepare_model_for_training
 from ..scoring import AnswerTokens, answer_logits, make_collator, yes_no_logits
 from .base_config import UnlearningConfig
+from .hub_mixin import VersionedHubMixin
 from .rec_trainer import RecTrainer, make_lora_config
 from .stopping import AuditStoppingCallback
 
@@ -100,7 +101,7 @@ class StudentOutputs:
         return token_cross_entropy(self.token_logits, self.labels, mask)
 
 
-class UnlearningTrainer(Trainer):
+class UnlearningTrainer(VersionedHubMixin, Trainer):
     """
     Base trainer of the unlearning methods: makes a trained recommender forget `forget_dataset` while keeping its
     quality on the retained data.
@@ -119,8 +120,9 @@ class UnlearningTrainer(Trainer):
       over the answer positions of exactly the samples the student will see; `compute_loss` only looks them up.
     - **Evidence.** `evaluate()` reports utility on `eval_dataset` (`eval_auc`, `eval_acc`, `eval_logloss`,
       `eval_confidence`) and forgetting on the forget set (`eval_forget_auc`, `eval_forget_confidence`, ...). Loss
-      components are logged under `loss/...` keys, averaged over each logging window. `create_model_card` names the
-      method, cites its paper and describes the forget request by counts and a hash, never by user ids.
+      components are logged under `loss/...` keys, averaged over each logging window. `save_model` writes the
+      library's card (the method, its paper, the forget request by counts only, never user ids) and a receipt;
+      `push_to_hub` publishes the result as a versioned repo (see [`VersionedHubMixin`]).
 
     The model passed in is modified in place (the adapter is injected into it): score the original before unlearning,
     or compare with the student disabled (`with trainer.original_model(): ...`).
@@ -749,18 +751,16 @@ class UnlearningTrainer(Trainer):
             out.update({f"original_{k}": v for k, v in before.metrics().items()})
         return out
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+    def _after_save(self, output_dir: str) -> None:
         """
-        `Trainer.save_model`, then (after an unlearning `train()`, into `args.output_dir`) the event's receipt in
-        `receipts/`: the hashes of the saved files, a commitment to the forget request, the hyperparameters, the
-        audit figures and the statement that the result is approximate (see `hf_recunlearn.receipts`). Saving the
-        same event again replaces its receipt; a new `train()` chains a new one.
+        After an unlearning `train()`, saved into `args.output_dir`: the event's receipt in `receipts/`, the hashes of
+        the saved files, a commitment to the forget request, the hyperparameters, the audit figures and the statement
+        that the result is approximate (see `hf_recunlearn.receipts`). Saving the same event again replaces its
+        receipt; a new `train()` chains a new one.
         """
-        super().save_model(output_dir, _internal_call)
-        target = output_dir or self.args.output_dir
         if (getattr(self, "_event_id", None) is not None and self.is_world_process_zero()
-                and os.path.abspath(target) == os.path.abspath(self.args.output_dir)):  # fmt: skip
-            self._write_receipt(target)
+                and os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir)):  # fmt: skip
+            self._write_receipt(output_dir)
 
     def _write_receipt(self, directory: str) -> None:
         """The approximate receipt, chained to those in `directory`; the request's key stays in `controller/`."""
@@ -768,7 +768,7 @@ class UnlearningTrainer(Trainer):
         import secrets
         from pathlib import Path
 
-        from ..receipts import SortedTree, approximate_receipt, salted, write_receipt_atomic
+        from ..receipts import SortedTree, approximate_receipt, read_chain, salted, write_receipt_atomic
         from ..runs import write_json_atomic
 
         forget = self.forget_dataset
@@ -792,6 +792,9 @@ class UnlearningTrainer(Trainer):
             audit=self.audit_figures(),
             event_id=self._event_id,
         )
+        chain = read_chain(directory)
+        if chain and _without_time(chain[-1]) == _without_time(data):
+            return  # the same event saved again with the same files: the receipt stands (a push finds no change)
         write_receipt_atomic(directory, data)
 
     # ------------------------------------------------------------------ model card
@@ -819,65 +822,30 @@ class UnlearningTrainer(Trainer):
         """Whether the result is a PEFT adapter (the card's `library_name`)."""
         return isinstance(self._unwrapped, PeftModel)
 
-    def _paper_reference(self) -> str:
-        return f", from [{self._paper['title']}]({self._paper['url']})." if self._paper else "."
-
-    def _model_card_intro(self, base_model: str | None) -> list[str]:
-        """The card's opening lines: what the model is and which method made it."""
-        return [
-            f"This model was made to forget part of its training data with **{self._name}**" + self._paper_reference(),
-            f"It is an LLM-based recommender answering Yes/No to \"will this user like item X?\", unlearned with "
-            f"hf_recunlearn (`{type(self).__name__}`)" + (f" from `{base_model}`." if base_model else "."),
-        ]
-
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset_name: str | list[str] | None = None,
-        tags: str | list[str] | None = None,
-        license: str | None = None,
-        **kwargs,
-    ) -> None:
-        """
-        Write `README.md` in `args.output_dir` from the shipped template (`model_cards/trainer.md`, rendered with
-        `huggingface_hub.ModelCard`): the method, its paper and citation (`hf_recunlearn.cards`), the base model, the
-        forget request (counts only) and the method's hyperparameters. `Trainer.push_to_hub(**kwargs)` passes its
-        keyword arguments here, so `push_to_hub(license="apache-2.0", dataset_name=..., tags=[...])` sets the card's
-        metadata.
-        """
-        if not self.is_world_process_zero():
-            return
-        from huggingface_hub import ModelCard, ModelCardData
-
-        from ..cards import model_card_template
-
-        tags = [tags] if isinstance(tags, str) else list(tags or [])
-        tags += [t for t in self._tag_names if t not in tags]
-        datasets = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name or []) or None
+    def _card_base_model(self) -> str | None:
         model = self._unwrapped
-        base_model = getattr(getattr(model, "config", None), "_name_or_path", None) or None
-        if base_model and os.path.isdir(base_model):
-            base_model = None
-        card_data = ModelCardData(
-            library_name="peft" if self._is_adapter_model() else "transformers",
-            license=license,
-            base_model=base_model,
-            tags=tags,
-            datasets=datasets,
-        )
-        card = ModelCard.from_template(
-            card_data,
-            template_path=str(model_card_template("trainer")),
-            model_name=model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
-            intro="\n".join(self._model_card_intro(base_model)),
-            forget_request=[(k.replace("_", " "), v) for k, v in self.forget_request_summary().items()],
-            hyperparameters=list(self.method_hyperparameters().items()),
-            trainable_parameters=self.num_trainable_parameters,
-            citation=(self._paper.get("citation") or "").strip(),
-            audit=self._audit_sentence(),
-        )
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        card.save(os.path.join(self.args.output_dir, "README.md"))
+        base = model.get_base_model() if isinstance(model, PeftModel) else model
+        return getattr(getattr(base, "config", None), "_name_or_path", None) or None
+
+    def _card_inputs(self) -> dict[str, Any]:
+        """The card's forget request (counts only), audit sentence, hyperparameters and trainable parameters."""
+        return {
+            "forget_request": self.forget_request_summary(),
+            "audit": self._audit_sentence(),
+            "hyperparameters": self.method_hyperparameters(),
+            "trainable_parameters": self.num_trainable_parameters,
+        }
+
+    def _push_event(self) -> tuple[str, int]:
+        return "unlearn", int(self.forget_request_summary().get("num_forgotten_users", 0))
+
+
+def _without_time(receipt: bytes) -> dict:
+    import json
+
+    data = json.loads(receipt)
+    data.pop("time", None)
+    return data
 
 
 def check_tokenizer_matches(model, tokenizer) -> None:

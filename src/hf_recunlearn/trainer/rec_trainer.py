@@ -12,6 +12,7 @@ from transformers import EvalPrediction, PreTrainedModel, Trainer, set_seed
 from ..metrics import utility_metrics
 from ..models import is_seq2seq, load_model, prepare_model_for_training
 from ..scoring import AnswerTokens, make_collator, model_inputs, yes_no_logits
+from .hub_mixin import VersionedHubMixin
 from .rec_config import RecConfig
 
 
@@ -43,7 +44,7 @@ def compute_utility_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
     return utility_metrics(labels, probs)
 
 
-class RecTrainer(Trainer):
+class RecTrainer(VersionedHubMixin, Trainer):
     """
     Trainer for an LLM-based recommender (TALLRec): the loss is the language-modelling loss on the answer
     ("Yes"/"No") only, and evaluation reports AUC/ACC/LogLoss of P(like) on `eval_dataset`.
@@ -56,9 +57,13 @@ class RecTrainer(Trainer):
             adapter (`peft_config`, or one built from `args`) unless it already is a `PeftModel`.
         args (`RecConfig`, *optional*): training configuration.
         peft_config (`peft.LoraConfig`, *optional*): overrides the LoRA settings of `args`.
+
+    `save_model` writes the library's card next to the model, and `push_to_hub` publishes it as a versioned repo
+    (see [`VersionedHubMixin`]).
     """
 
     _tag_names = ["hf_recunlearn", "tallrec"]
+    _method = "tallrec"
 
     def __init__(
         self,
