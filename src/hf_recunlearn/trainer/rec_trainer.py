@@ -11,7 +11,7 @@ from transformers import EvalPrediction, PreTrainedModel, Trainer, set_seed
 
 from ..metrics import utility_metrics
 from ..models import is_seq2seq, load_model, prepare_model_for_training
-from ..scoring import AnswerTokens, make_collator, model_inputs, yes_no_logits
+from ..scoring import AnswerTokens, make_collator, model_inputs, p_like
 from .rec_config import RecConfig
 
 
@@ -124,9 +124,8 @@ class RecTrainer(Trainer):
             outputs = model(**model_inputs(inputs))
         logits = outputs.logits
         rows = torch.arange(logits.shape[0], device=logits.device)
-        answer = yes_no_logits(logits[rows, inputs["answer_index"]], self.answer_tokens).float()
-        p_like = torch.softmax(answer, dim=-1)[:, 1]
+        probs = p_like(logits[rows, inputs["answer_index"]], self.answer_tokens)
         loss = outputs.loss.detach() if outputs.loss is not None else None
         if prediction_loss_only:
             return loss, None, None
-        return loss, p_like, inputs["answer_label"]
+        return loss, probs, inputs["answer_label"]
