@@ -58,6 +58,29 @@ def test_tiny_model_round_trips_through_from_pretrained(tmp_path, tiny_tokenizer
     np.testing.assert_allclose(score(loaded, tok, rows), score(model, tiny_tokenizer, rows), rtol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["causal", "seq2seq"])
+def test_load_model_of_an_adapter_directory_loads_its_base_then_the_adapter(
+    arch, tmp_path, tiny_tokenizer, synthetic_splits
+):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
+    build_tiny_model(tiny_tokenizer, arch, "tiny", seed=2).save_pretrained(base_dir)
+    tiny_tokenizer.save_pretrained(base_dir)
+    task = "SEQ_2_SEQ_LM" if arch == "seq2seq" else "CAUSAL_LM"
+    base, _ = load_model(str(base_dir))
+    peft_model = get_peft_model(base, LoraConfig(r=2, init_lora_weights=False, task_type=task))
+    peft_model.save_pretrained(adapter_dir)  # no tokenizer here: it comes from the base
+    loaded, tok = load_model(str(adapter_dir))
+    assert isinstance(loaded, PeftModel) and loaded.peft_config["default"].base_model_name_or_path == str(base_dir)
+    assert tok.convert_tokens_to_ids("Yes") == tiny_tokenizer.convert_tokens_to_ids("Yes")
+    rows = synthetic_splits["test"].select(range(4))
+    original = score(build_tiny_model(tiny_tokenizer, arch, "tiny", seed=2), tiny_tokenizer, rows)
+    adapted = score(peft_model, tiny_tokenizer, rows)
+    assert np.abs(adapted - original).max() > 1e-4  # the adapter changes the answers...
+    np.testing.assert_allclose(score(loaded, tok, rows), adapted, rtol=1e-5)  # ...and is what was loaded
+
+
 def test_load_model_missing_path_is_clear():
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model("./no/such/model")
