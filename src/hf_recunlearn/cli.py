@@ -28,6 +28,9 @@ from typing import Any, Callable
 
 
 logger = logging.getLogger("hf_recunlearn")
+# peft imports bitsandbytes whenever it is installed, and bitsandbytes then warns (on a CPU with AVX512-BF16) that the
+# optional `kernels` package for its CPU 4-bit matmul is missing: noise on every command, so only its errors are kept.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 APPROXIMATE = ("e2urec", "neggrad", "negkl", "badt")
 EXACT = ("apa", "sisa")
