@@ -958,7 +958,8 @@ def format_summary(result: dict[str, Any]) -> str:
             f"{_fmt(approximate['unlearn_seconds'], 'unlearn_seconds')} s, "
             f"{_fmt(approximate['unlearn_vs_retrain'], 'unlearn_vs_retrain')} retraining's time."
         )
-    exact = next((rows[name] for name in ("APA(ND)", *ROWS) if rows.get(name, {}).get("shards_retrained") is not None), None)
+    sharded = [name for name in ("APA(ND)", *ROWS) if rows.get(name, {}).get("shards_retrained") is not None]
+    exact = rows[sharded[0]] if sharded else None
     if exact is not None:
         lines.append(
             f"{exact['method']} forgot the request by retraining {exact['shards_retrained']} of "

@@ -361,7 +361,8 @@ def format_summary(results: dict[str, Any]) -> str:
         (
             f"E2URec closed {_num(e2urec['gap_closed'], '.0%')} of the gap to a model retrained without them (JSD to "
             f"the retrained model {_num(e2urec['jsd'], '.4f')} against the original's {_num(original['jsd'], '.4f')}; "
-            f"two retrained seeds differ by {_num(floor['jsd'], '.4f')}) in {_num(e2urec['unlearn_seconds'], '.1f')} s, "
+            f"two retrained seeds differ by {_num(floor['jsd'], '.4f')}) in "
+            f"{_num(e2urec['unlearn_seconds'], '.1f')} s, "
             f"{_num(e2urec['unlearn_vs_retrain'], '.2f')}x the {_num(retrain['train_seconds'], '.1f')} s of retraining."
         ),
         (
