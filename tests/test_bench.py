@@ -183,6 +183,15 @@ def test_bench_runs_on_real_movielens_files(tmp_path, capsys):
     assert result["rows"][2]["infer_vs_single"] is None  # no Single adapter row was run to compare with
     out = capsys.readouterr().err  # the table goes to stderr, the JSON to --json
     assert f"Data {data}" in out and "| NegGrad |" in out and "| E2URec |" not in out
+    assert "bench: 100%" in out  # the stage-level progress bar
+    # The closing summary for people: the JSON's numbers, formatted.
+    [request], neggrad = result["config"]["forget_request"], result["rows"][2]
+    gap = "n/a" if neggrad["gap_closed"] is None else f"{neggrad['gap_closed']:.0%}"
+    assert out.rstrip().endswith(
+        f"NegGrad closed {gap} of the gap to Retrain in {neggrad['unlearn_seconds']:.1f} s, "
+        f"{neggrad['unlearn_vs_retrain']:.2f}× retraining's time."
+    )
+    assert f"forgot {request['users']} users ({request['samples']} training samples) on {data} with 1 seed(s)." in out
 
 
 def test_bench_refuses_unknown_methods(tmp_path, capsys):

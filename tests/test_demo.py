@@ -6,8 +6,11 @@ from hf_recunlearn.cli import main
 
 
 @pytest.mark.slow
-def test_quick_demo_writes_every_stage(tmp_path):
-    """`hf-recunlearn demo --quick` runs every stage end to end and writes the documented keys."""
+def test_quick_demo_writes_every_stage(tmp_path, capsys):
+    """
+    `hf-recunlearn demo --quick` runs every stage end to end and writes the documented keys; stderr has the stage bar
+    and ends with the summary for people, whose numbers are the JSON's.
+    """
     out = tmp_path / "demo.json"
     assert main(["demo", "--quick", "--output-dir", str(tmp_path / "run"), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -23,3 +26,20 @@ def test_quick_demo_writes_every_stage(tmp_path):
     assert result["forget_request"]["users"] > 0
     assert (tmp_path / "run" / "e2urec" / "adapter_config.json").is_file()
     assert (tmp_path / "run" / "apa" / "apa_config.json").is_file()
+
+    err = capsys.readouterr().err
+    assert "demo: 100%" in err and "5/5" in err  # the stage-level progress bar
+    summary = err[err.rindex("The demo forgot") :]
+    request, e2urec, apa = result["forget_request"], result["e2urec"], result["apa"]
+    gap = "n/a" if e2urec["gap_closed"] is None else f"{e2urec['gap_closed']:.0%}"
+    assert f"forgot {request['users']} niche users ({request['samples']} training samples)" in summary
+    assert f"E2URec closed {gap} of the gap" in summary
+    assert (
+        f"in {e2urec['unlearn_seconds']:.1f} s, {e2urec['unlearn_vs_retrain']:.2f}x the "
+        f"{result['retrain']['train_seconds']:.1f} s of retraining" in summary
+    )
+    assert (
+        f"retraining {apa['shards_retrained']} of {result['settings']['num_shards']} shard adapters in "
+        f"{apa['forget_seconds']:.1f} s, {apa['forget_vs_retrain_all']:.2f}x training them all" in summary
+    )
+    assert f"| E2URec | {e2urec['auc']:.3f} | {e2urec['jsd']:.4f} | {e2urec['unlearn_seconds']:.1f} (unlearn) |" in summary

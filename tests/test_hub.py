@@ -470,3 +470,15 @@ def test_cli_push_versions_pull(runs, hub_server, repo_id, tmp_path, capsys):
     assert "'v9'" in capsys.readouterr().err
     assert main(["push", "--run", str(tmp_path / "v1" / "shard_00"), "--repo-id", repo_id, "--method", "apa"]) == 2
     assert "holds no 'apa' model" in capsys.readouterr().err
+
+
+def test_an_invalid_repo_id_is_refused_by_huggingface_hubs_rule_with_the_argument_named(tmp_path):
+    """`validate_repo_id` decides, before any request; the error names `repo_id` and the expected form."""
+    from hf_recunlearn.models import is_hub_model_id
+
+    for bad in ("bad id!!", "user/a--b", "user/name.", "a" * 97):
+        with pytest.raises(ValueError, match=r"`repo_id` .* is not a valid Hub repo id .*namespace/name"):
+            hub.list_versions(bad, token=False)
+        assert not is_hub_model_id(bad)
+    assert is_hub_model_id("Qwen/Qwen2.5-0.5B") and is_hub_model_id("gpt2")
+    assert not is_hub_model_id(str(tmp_path)) and not is_hub_model_id("./model")

@@ -101,3 +101,13 @@ def test_the_installed_package_holds_no_test_server():
         source = path.read_text()
         assert "HTTPServer" not in source and "class HubServer" not in source, path
     assert importlib.util.find_spec("hf_recunlearn.testing") is None
+
+
+def test_cli_start_prints_no_third_party_import_noise():
+    """
+    bitsandbytes (imported by peft, which every subcommand's config imports) warns on import about its optional
+    `kernels` package; the CLI module keeps it quiet.
+    """
+    code = "import hf_recunlearn.cli, peft, bitsandbytes"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "kernels" not in run.stderr, run.stderr

@@ -38,7 +38,7 @@ from .apa_format import (  # noqa: F401  (re-exported: other modules import the 
     write_apa_directory,
 )
 from .partition import batch_representation
-from .scoring import AnswerTokens, make_collator, yes_no_logits, answer_logits
+from .scoring import AnswerTokens, answer_logits, make_collator, map_batches, p_like
 
 
 def answer_completions(dataset) -> tuple[str, str]:
@@ -130,24 +130,14 @@ class APARecommender:
         return major_weights(w) if weighting == "major" else w
 
     # ---------------------------------------------------------------------------------------------------- inference
-    def _rows(self, data):
-        if isinstance(data, (list, tuple)):
-            return [{"prompt": p} for p in data]
-        return data
-
-    def _batches(self, data, batch_size: int):
-        rows = self._rows(data)
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            if isinstance(chunk, dict):  # a `Dataset` slice is a dict of columns
-                chunk = [{"prompt": p} for p in chunk["prompt"]]
-            yield start, self._collator(chunk)
+    @staticmethod
+    def _prompts(data):
+        """`data` (a `Dataset` or a list of prompts) reduced to what aggregation reads: the prompt."""
+        return data.select_columns(["prompt"]) if hasattr(data, "select_columns") else data
 
     def _p_like(self, batch) -> torch.Tensor:
-        logits = yes_no_logits(answer_logits(self.model, batch), self.answer_tokens).float()
-        return torch.softmax(logits, dim=-1)[:, 1]
+        return p_like(answer_logits(self.model, batch), self.answer_tokens)
 
-    @torch.no_grad()
     def predict(
         self,
         data,
@@ -177,33 +167,30 @@ class APARecommender:
         if level not in ("ND", "D", "output"):
             raise ValueError(f"`level` must be 'ND', 'D' or 'output', got {level!r}.")
         fixed = None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float32)
-        was_training = self.model.training
-        self.model.eval()
-        probs, used = [], []
-        try:
-            for start, batch in self._batches(data, batch_size):
-                n = batch["input_ids"].shape[0]
-                if fixed is not None:
-                    w = fixed[start : start + n]
-                elif (weighting or self.aggregation.weights) == "uniform":
-                    w = uniform_weights(n, self.num_shards)
-                else:
-                    reps = self.routing_representation(batch)
-                    exclude = torch.arange(start, start + n, device=reps.device) if leave_one_out else None
-                    w = self.weights_from_representation(reps, weighting, temperature, exclude)
-                if level == "output":
-                    p = sum(w[:, k].to("cpu") * self.predict_batch_shard(batch, k) for k in range(self.num_shards))
-                else:
-                    with self.mixture.active(weights=w, level=level):
-                        p = self._p_like(batch).cpu()
-                probs.append(p.double())
-                used.append(w.float().cpu())
-        finally:
-            self.model.train(was_training)
-        out = torch.cat(probs).numpy() if probs else np.zeros(0)
+
+        def step(start, batch):
+            n = batch["input_ids"].shape[0]
+            if fixed is not None:
+                w = fixed[start : start + n]
+            elif (weighting or self.aggregation.weights) == "uniform":
+                w = uniform_weights(n, self.num_shards)
+            else:
+                reps = self.routing_representation(batch)
+                exclude = torch.arange(start, start + n, device=reps.device) if leave_one_out else None
+                w = self.weights_from_representation(reps, weighting, temperature, exclude)
+            if level == "output":
+                p = sum(w[:, k].to("cpu") * self.predict_batch_shard(batch, k) for k in range(self.num_shards))
+            else:
+                with self.mixture.active(weights=w, level=level):
+                    p = self._p_like(batch).cpu()
+            return p.double(), w.float().cpu()
+
+        batches = map_batches(self.model, self._collator, self._prompts(data), step, batch_size)
+        probs = torch.cat([p for p, _ in batches]).numpy() if batches else np.zeros(0)
         if return_weights:
-            return out, (torch.cat(used).numpy() if used else np.zeros((0, self.num_shards)))
-        return out
+            used = torch.cat([w for _, w in batches]).numpy() if batches else np.zeros((0, self.num_shards))
+            return probs, used
+        return probs
 
     @torch.no_grad()
     def predict_batch_shard(self, batch, k: int) -> torch.Tensor:
@@ -211,15 +198,13 @@ class APARecommender:
         with self.mixture.active(shard=k):
             return self._p_like(batch).cpu()
 
-    @torch.no_grad()
     def predict_shard(self, data, k: int, batch_size: int = 32) -> np.ndarray:
         """P(like) of shard `k`'s adapter alone for every row of `data`."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            out = [self.predict_batch_shard(batch, k).double() for _, batch in self._batches(data, batch_size)]
-        finally:
-            self.model.train(was_training)
+
+        def step(_, batch):
+            return self.predict_batch_shard(batch, k).double()
+
+        out = map_batches(self.model, self._collator, self._prompts(data), step, batch_size)
         return torch.cat(out).numpy() if out else np.zeros(0)
 
     def select_temperature(self, valid_dataset, candidates: Sequence[float], batch_size: int = 32) -> dict[float, float]:

@@ -929,3 +929,35 @@ def write_plots(result: dict[str, Any], plots_dir: str | Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
     return paths
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """
+    A few sentences for people: what was forgotten, how much of the gap to Retrain an approximate method closed (E2URec
+    when it ran), its time against retraining, and what forgetting cost an exact method in shards (APA(ND) when it
+    ran). Every number is one of `result`'s rows (mean over seeds), formatted.
+    """
+    config, rows = result["config"], {row["method"]: row for row in result["rows"]}
+    requests = config["forget_request"]
+    lines = [
+        f"The benchmark forgot {'/'.join(str(r['users']) for r in requests)} users "
+        f"({'/'.join(str(r['samples']) for r in requests)} training samples) on {config['data']} with "
+        f"{len(config['seeds'])} seed(s)."
+    ]
+    approximate = next((rows[name] for name in ("E2URec", *ROWS) if name in rows and name in APPROXIMATE_ROWS), None)
+    if approximate is not None:
+        gap = approximate["gap_closed"]
+        lines.append(
+            f"{approximate['method']} closed {'n/a' if gap is None else f'{gap:.0%}'} of the gap to Retrain in "
+            f"{_fmt(approximate['unlearn_seconds'], 'unlearn_seconds')} s, "
+            f"{_fmt(approximate['unlearn_vs_retrain'], 'unlearn_vs_retrain')} retraining's time."
+        )
+    sharded = [name for name in ("APA(ND)", *ROWS) if rows.get(name, {}).get("shards_retrained") is not None]
+    exact = rows[sharded[0]] if sharded else None
+    if exact is not None:
+        lines.append(
+            f"{exact['method']} forgot the request by retraining {exact['shards_retrained']} of "
+            f"{config['settings']['num_shards']} shards in {_fmt(exact['unlearn_seconds'], 'unlearn_seconds')} s, "
+            f"{_fmt(exact['unlearn_vs_retrain'], 'unlearn_vs_retrain')} retraining's time."
+        )
+    return " ".join(lines)

@@ -28,6 +28,9 @@ from typing import Any, Callable
 
 
 logger = logging.getLogger("hf_recunlearn")
+# peft imports bitsandbytes whenever it is installed, and bitsandbytes then warns (on a CPU with AVX512-BF16) that the
+# optional `kernels` package for its CPU 4-bit matmul is missing: noise on every command, so only its errors are kept.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 APPROXIMATE = ("e2urec", "neggrad", "negkl", "badt")
 EXACT = ("apa", "sisa")
@@ -390,13 +393,15 @@ def _hub_error() -> type[Exception]:
 
 @command("demo", "Run the built-in demo (synthetic data, tiny model) end to end.", fixed(DemoArguments))
 def _demo(parsed) -> dict[str, Any]:
-    from .demo import QUICK, DemoSettings, run_demo
+    from .demo import QUICK, DemoSettings, format_summary, run_demo
 
     args = parsed[DemoArguments]
     _configure_threads(parsed[CLIArguments], small_model=True)
     settings = QUICK if args.quick else DemoSettings()
     settings.seed = args.seed
-    return run_demo(args.output_dir, settings)
+    result = run_demo(args.output_dir, settings, progress=True)
+    print(format_summary(result), file=sys.stderr)
+    return result
 
 
 @command(
@@ -413,7 +418,7 @@ def _demo(parsed) -> dict[str, Any]:
 def _bench(parsed) -> dict[str, Any]:
     from dataclasses import replace
 
-    from .bench import TINY, BenchSettings, format_markdown, run_bench
+    from .bench import TINY, BenchSettings, format_markdown, format_summary, run_bench
 
     args, cli = parsed[BenchArguments], parsed[CLIArguments]
     _configure_threads(cli, small_model=args.model is None)
@@ -424,6 +429,7 @@ def _bench(parsed) -> dict[str, Any]:
                        output_dir=args.output_dir, json_path=cli.json, plots_dir=args.plots,
                        methods=args.methods.split(",") if args.methods else None)  # fmt: skip
     print(format_markdown(result), file=sys.stderr)
+    print("\n" + format_summary(result), file=sys.stderr)
     return result
 
 

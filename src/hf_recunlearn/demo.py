@@ -122,14 +122,30 @@ def best_ms_per_sample(predict, num_samples: int, repeats: int = 3) -> float:
     return 1000.0 * best / max(1, num_samples)
 
 
-def run_demo(output_dir: str | Path = "runs/demo", settings: DemoSettings | None = None, json_path=None) -> dict[str, Any]:
+DEMO_STAGES = ("data", "base model", "original", "E2URec", "APA / SISA / single adapter")
+
+
+def run_demo(
+    output_dir: str | Path = "runs/demo", settings: DemoSettings | None = None, json_path=None, progress: bool = False
+) -> dict[str, Any]:
     """
     Run the demo end to end in `output_dir` and return the results (also written to `json_path` when given).
 
     Stage 1 prepares synthetic data and the stand-in base model; stage 2 trains the original recommender with the
-    TALLRec recipe (LoRA) and measures it on the test split.
+    TALLRec recipe (LoRA) and measures it on the test split. With `progress`, a tqdm bar over the stages
+    ([`DEMO_STAGES`]) is shown on stderr. [`format_summary`] turns the results into sentences and a table.
     """
-    settings = settings or DemoSettings()
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(DEMO_STAGES), desc="demo", unit="stage", disable=not progress) as bar:
+        return _run_demo(output_dir, settings or DemoSettings(), json_path, bar)
+
+
+def _run_demo(output_dir, settings: DemoSettings, json_path, bar) -> dict[str, Any]:
+    def stage_done(name: str) -> None:
+        bar.set_postfix_str(name)
+        bar.update()
+
     run = RunDir(output_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"settings": asdict(settings)}
@@ -147,6 +163,7 @@ def run_demo(output_dir: str | Path = "runs/demo", settings: DemoSettings | None
     run.save_datasets(prepared.datasets)
     splits = prepared.datasets
     results["data"] = {name: len(splits[name]) for name in splits} | {"pretrain": len(prepared.pretrain)}
+    stage_done("data")
 
     logger.info("Training the stand-in base model on %d held-out samples", len(prepared.pretrain))
     start = time.perf_counter()
@@ -160,6 +177,7 @@ def run_demo(output_dir: str | Path = "runs/demo", settings: DemoSettings | None
         seed=settings.seed,
     )
     results["base"] = {"train_seconds": time.perf_counter() - start}
+    stage_done("base model")
 
     logger.info("Training the original recommender (full fine-tune of the base) on %d samples", len(splits["train"]))
     config = settings.original_config(run.original_dir)
@@ -178,9 +196,12 @@ def run_demo(output_dir: str | Path = "runs/demo", settings: DemoSettings | None
             extra={"demo": asdict(settings)},
         )
     )
+    stage_done("original")
     results.update(run_e2urec_stage(run, prepared, settings))
     results["original"].update(jsd=results["original_vs_retrain"]["jsd"], forget_auc=results["memorisation"]["original_forget_auc"])
+    stage_done("E2URec")
     results.update(run_apa_stage(run, splits, settings, forget_user=_demo_forget_user(prepared)))
+    stage_done("APA / SISA / single adapter")
     if json_path is not None:
         write_json_atomic(json_path, results)
     return results
@@ -322,3 +343,56 @@ def run_apa_stage(run: RunDir, splits, settings: DemoSettings, forget_user: str)
         "single_adapter": {**utility_metrics(labels, single_probs), "infer_ms_per_sample": single_ms,
                            "train_seconds": single_metrics["train_seconds"]},  # fmt: skip
     }
+
+
+def _num(value, spec: str) -> str:
+    """`value` formatted with `spec`, or "n/a" for a missing or non-finite number."""
+    import math
+
+    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """
+    What the demo showed, for a person: a few sentences (what was forgotten, the gap closed, the time against
+    retraining, the shard cost) and a small table. Every number is one of `results`' (the JSON), formatted.
+    """
+    request, e2urec, apa = results["forget_request"], results["e2urec"], results["apa"]
+    original, retrain, floor = results["original_vs_retrain"], results["retrain"], results["floor"]
+    memorised = results["memorisation"]["original_memorised"]
+    lines = [
+        (
+            f"The demo forgot {request['users']} niche users ({request['samples']} training samples) of a recommender "
+            f"fine-tuned on synthetic data; the original had {'memorised' if memorised else 'not memorised'} them."
+        ),
+        (
+            f"E2URec closed {_num(e2urec['gap_closed'], '.0%')} of the gap to a model retrained without them (JSD to "
+            f"the retrained model {_num(e2urec['jsd'], '.4f')} against the original's {_num(original['jsd'], '.4f')}; "
+            f"two retrained seeds differ by {_num(floor['jsd'], '.4f')}) in "
+            f"{_num(e2urec['unlearn_seconds'], '.1f')} s, "
+            f"{_num(e2urec['unlearn_vs_retrain'], '.2f')}x the {_num(retrain['train_seconds'], '.1f')} s of retraining."
+        ),
+        (
+            f"APA forgot one user by retraining {apa['shards_retrained']} of {results['settings']['num_shards']} shard "
+            f"adapters in {_num(apa['forget_seconds'], '.1f')} s, {_num(apa['forget_vs_retrain_all'], '.2f')}x training "
+            f"them all; test AUC {_num(apa['auc'], '.3f')} before, {_num(apa['auc_after_forget'], '.3f')} after."
+        ),
+        "",
+        "| model | test AUC | JSD to retrain (forget set) | seconds |",
+        "| --- | ---: | ---: | ---: |",
+        (
+            f"| Original | {_num(original['auc'], '.3f')} | {_num(original['jsd'], '.4f')} | "
+            f"{_num(results['original'].get('train_seconds'), '.1f')} (train) |"
+        ),
+        (
+            f"| Retrain | {_num(retrain['auc'], '.3f')} | {_num(floor['jsd'], '.4f')} (other seed) | "
+            f"{_num(retrain['train_seconds'], '.1f')} (train) |"
+        ),
+        (
+            f"| E2URec | {_num(e2urec['auc'], '.3f')} | {_num(e2urec['jsd'], '.4f')} | "
+            f"{_num(e2urec['unlearn_seconds'], '.1f')} (unlearn) |"
+        ),
+        f"| APA | {_num(apa['auc_after_forget'], '.3f')} | n/a | {_num(apa['forget_seconds'], '.1f')} (forget) |",
+        f"| SISA | {_num(results['sisa']['auc'], '.3f')} | n/a | n/a |",
+    ]
+    return "\n".join(lines)

@@ -20,7 +20,7 @@ from .metrics import (
     utility_metrics,
 )
 from .models import count_trainable_parameters
-from .scoring import AnswerTokens, answer_logits, make_collator, yes_no_logits
+from .scoring import AnswerTokens, score
 
 
 @dataclass
@@ -62,7 +62,6 @@ class ModelPredictions:
         return out
 
 
-@torch.no_grad()
 def predict(
     model,
     tokenizer,
@@ -76,26 +75,9 @@ def predict(
     Score every row of `dataset` (P(like) at the first answer position, as [`~hf_recunlearn.scoring.score`]), keeping
     the full-vocabulary answer logits when `full_vocab=True` (`rows × vocab` floats on the CPU).
     """
-    answer_tokens = answer_tokens or AnswerTokens.from_dataset(tokenizer, dataset)
-    collator = make_collator(model, tokenizer, answer_tokens, max_prompt_length=max_prompt_length, for_scoring=True)
-    was_training = model.training
-    model.eval()
-    probs, vocab = [], []
-    try:
-        for start in range(0, len(dataset), batch_size):
-            chunk = dataset[start : start + batch_size]
-            rows = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
-            logits = answer_logits(model, collator(rows)).float()
-            probs.append(torch.softmax(yes_no_logits(logits, answer_tokens), dim=-1)[:, 1].cpu())
-            if full_vocab:
-                vocab.append(logits.cpu())
-    finally:
-        model.train(was_training)
-    return Predictions(
-        probs=torch.cat(probs).double().numpy(),
-        labels=np.asarray(dataset["label"], dtype=int),
-        vocab_logits=torch.cat(vocab).numpy() if full_vocab else None,
-    )
+    out = score(model, tokenizer, dataset, answer_tokens, batch_size, max_prompt_length, return_logits=full_vocab)
+    probs, vocab = out if full_vocab else (out, None)
+    return Predictions(probs=probs, labels=np.asarray(dataset["label"], dtype=int), vocab_logits=vocab)
 
 
 def predict_unlearning_sets(

@@ -208,12 +208,17 @@ def _token_or_raise(token):
 @contextmanager
 def _translate_errors(repo_id: str, action: str, revision: str | None = None) -> Iterator[None]:
     """Turn `huggingface_hub`/network exceptions into [`HubOperationError`]s with actionable messages."""
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         yield
     except HubOperationError:
         raise
+    except HFValidationError as err:  # `huggingface_hub.utils.validate_repo_id` refused the id
+        raise ValueError(
+            f"`repo_id` {repo_id!r} is not a valid Hub repo id ({err}). Pass 'namespace/name', e.g. "
+            "'your-username/movielens-apa'."
+        ) from err
     except RevisionNotFoundError as err:
         raise HubRevisionNotFoundError(
             f"Revision {revision!r} of {repo_id!r} does not exist. List the versions with "

@@ -99,11 +99,15 @@ def build_tiny_model(
 
 def is_hub_model_id(name: str | None) -> bool:
     """Whether `name` is a Hub model id (not a local path), so that it may be published in a card or metadata."""
-    import re
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if not name or os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
         return False
-    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None and ".." not in name
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def is_seq2seq(model) -> bool:
@@ -215,23 +219,23 @@ def load_model(
     elif load_in_4bit or load_in_8bit:
         raise ValueError("Pass either `quantization_config` or `load_in_4bit`/`load_in_8bit`, not both.")
     path = Path(name_or_path)
-    adapter_config = path / "adapter_config.json"
-    if adapter_config.is_file():
-        from peft import PeftConfig, PeftModel
-
-        peft_config = PeftConfig.from_pretrained(path)
-        base, tokenizer = load_model(
-            peft_config.base_model_name_or_path, torch_dtype=torch_dtype, quantization_config=quantization_config,
-            **kwargs,
-        )  # fmt: skip
-        if (path / "tokenizer_config.json").is_file():
-            tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path), base)
-        return PeftModel.from_pretrained(base, path), tokenizer
     if str(name_or_path).startswith(("/", "./", "../", "~")) and not path.expanduser().exists():
         raise FileNotFoundError(f"`model` path {str(name_or_path)!r} does not exist. Pass a Hub model id or a directory.")
     config_kwargs = {k: v for k, v in kwargs.items() if k in _HUB_KWARGS}
-    config = AutoConfig.from_pretrained(name_or_path, **config_kwargs)
-    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    base_path = name_or_path
+    adapter = (path / "adapter_config.json").is_file()
+    if adapter:
+        from peft import PeftConfig
+
+        base_path = PeftConfig.from_pretrained(path).base_model_name_or_path
+    config = AutoConfig.from_pretrained(base_path, **config_kwargs)
+    seq2seq = getattr(config, "is_encoder_decoder", False)
+    if adapter:  # the base named in the adapter's config, then the adapter (PEFT's `AutoPeftModelFor...`)
+        from peft import AutoPeftModelForCausalLM, AutoPeftModelForSeq2SeqLM
+
+        auto = AutoPeftModelForSeq2SeqLM if seq2seq else AutoPeftModelForCausalLM
+    else:
+        auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
         kwargs.setdefault("device_map", kbit_device_map())
@@ -239,7 +243,8 @@ def load_model(
             # The unquantized layers (embeddings, norms, head) follow the 4-bit matmuls' compute dtype.
             torch_dtype = quantization_config.bnb_4bit_compute_dtype
     model = auto.from_pretrained(name_or_path, dtype=torch_dtype, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **config_kwargs)
+    has_tokenizer = not adapter or (path / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path if has_tokenizer else base_path, **config_kwargs)
     return model, _prepare_tokenizer(tokenizer, model)
 
 
@@ -332,4 +337,7 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, model) -> PreTrainedT
 
 
 def count_trainable_parameters(model: torch.nn.Module) -> int:
+    """Trainable parameters: PEFT's count for a PEFT model (`get_nb_trainable_parameters`), else those with a grad."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()[0]
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

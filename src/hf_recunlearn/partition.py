@@ -87,22 +87,18 @@ def prompt_representations(
     max_prompt_length: int = 512,
 ) -> np.ndarray:
     """[`batch_representation`] for every row of `data` (a `Dataset` with `prompt`), `(len(data), hidden)` float32."""
-    from .scoring import AnswerTokens, make_collator
+    from .scoring import AnswerTokens, make_collator, map_batches
 
     answer_tokens = AnswerTokens.from_dataset(tokenizer, data) if "completion" in data.column_names else None
     if answer_tokens is None:
         answer_tokens = AnswerTokens.from_completions(tokenizer, "Yes", "No")
     collator = make_collator(model, tokenizer, answer_tokens, max_prompt_length=max_prompt_length, for_scoring=True)
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(data), batch_size):
-                rows = [{"prompt": p} for p in data[start : start + batch_size]["prompt"]]
-                out.append(batch_representation(model, collator(rows), kind).cpu())
-    finally:
-        model.train(was_training)
+    prompts = data.select_columns(["prompt"])  # the representation reads the prompt only
+
+    def step(_, batch):
+        return batch_representation(model, batch, kind).cpu()
+
+    out = map_batches(model, collator, prompts, step, batch_size)
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 

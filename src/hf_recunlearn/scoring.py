@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -195,7 +195,64 @@ def yes_no_logits(logits: torch.Tensor, answer_tokens: AnswerTokens) -> torch.Te
     return logits[:, [answer_tokens.no_id, answer_tokens.yes_id]]
 
 
+def p_like(logits: torch.Tensor, answer_tokens: AnswerTokens | None = None) -> torch.Tensor:
+    """
+    P(like) = softmax([logit_No, logit_Yes])[1], in float32: the one place the recommender's probability is read.
+
+    Args:
+        logits (`torch.Tensor`): `(batch, vocab)` answer-position logits (pass `answer_tokens`), or `(batch, 2)`
+            logits already ordered `[No, Yes]` (as [`yes_no_logits`] returns them).
+        answer_tokens (`AnswerTokens`, *optional*): where Yes and No sit in the vocabulary.
+
+    Returns:
+        `torch.Tensor` of shape `(batch,)`, on `logits`' device.
+    """
+    if answer_tokens is not None:
+        logits = yes_no_logits(logits, answer_tokens)
+    return torch.softmax(logits.float(), dim=-1)[:, 1]
+
+
 @torch.no_grad()
+def map_batches(
+    model,
+    collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+    data,
+    fn: Callable[[int, dict[str, torch.Tensor]], Any],
+    batch_size: int = 64,
+    progress: bool = False,
+) -> list:
+    """
+    The batched inference loop: `fn(start, batch)` for every collated batch of `data`, in order, with `model` in eval
+    mode (restored afterwards) and gradients off.
+
+    Args:
+        model: the model `fn` runs; only its train/eval mode is handled here.
+        collator: turns a list of row dicts into a batch (a `RecCollator`).
+        data: a `datasets.Dataset`, or a list of prompt strings (rows `{"prompt": ...}`).
+        fn: called with the index of the batch's first row and the batch; its results are returned as a list.
+        batch_size (`int`, *optional*, defaults to `64`): rows per batch.
+        progress (`bool`, *optional*, defaults to `False`): a tqdm bar over batches (stderr).
+    """
+    rows = [{"prompt": p} for p in data] if isinstance(data, (list, tuple)) else data
+    steps = range(0, len(rows), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="scoring", unit="batch")
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in steps:
+            chunk = rows[start : start + batch_size]
+            if isinstance(chunk, dict):  # a `Dataset` slice is a dict of columns
+                chunk = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
+            out.append(fn(start, collator(chunk)))
+    finally:
+        model.train(was_training)
+    return out
+
+
 def score(
     model,
     tokenizer: PreTrainedTokenizerBase,
@@ -204,7 +261,8 @@ def score(
     batch_size: int = 64,
     max_prompt_length: int = 512,
     progress: bool = False,
-) -> np.ndarray:
+    return_logits: bool = False,
+):
     """
     P(like) = softmax([logit_No, logit_Yes])[1] at the first answer position, for every row of `data`.
 
@@ -214,34 +272,26 @@ def score(
         data: a `datasets.Dataset` with `prompt` (and `completion`/`label`), or a list of prompt strings.
         answer_tokens (`AnswerTokens`, *optional*): read from `data`'s completions when not given.
         batch_size (`int`, *optional*, defaults to `64`): prompts per forward pass.
+        return_logits (`bool`, *optional*, defaults to `False`): also return the full-vocabulary answer logits.
 
     Returns:
-        `np.ndarray` of shape `(len(data),)`, float64.
+        `np.ndarray` of shape `(len(data),)`, float64; with `return_logits`, also a `(len(data), vocab)` float32 array.
     """
-    rows = [{"prompt": p} for p in data] if isinstance(data, (list, tuple)) else data
     if answer_tokens is None:
         if isinstance(data, (list, tuple)):
             raise ValueError("Pass `answer_tokens` when scoring a list of prompt strings.")
         answer_tokens = AnswerTokens.from_dataset(tokenizer, data)
     collator = make_collator(model, tokenizer, answer_tokens, max_prompt_length=max_prompt_length, for_scoring=True)
-    was_training = model.training
-    model.eval()
-    out = []
-    steps = range(0, len(rows), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="scoring", unit="batch")
-    try:
-        for start in steps:
-            chunk = rows[start : start + batch_size]
-            if isinstance(chunk, dict):  # a `Dataset` slice is a dict of columns
-                chunk = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
-            logits = yes_no_logits(answer_logits(model, collator(chunk)), answer_tokens).float()
-            out.append(torch.softmax(logits, dim=-1)[:, 1].cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out).double().numpy() if out else np.zeros(0)
+    def step(_, batch):
+        logits = answer_logits(model, batch)
+        return p_like(logits, answer_tokens).cpu(), (logits.float().cpu() if return_logits else None)
+
+    out = map_batches(model, collator, data, step, batch_size, progress)
+    probs = torch.cat([p for p, _ in out]).double().numpy() if out else np.zeros(0)
+    if not return_logits:
+        return probs
+    return probs, (torch.cat([v for _, v in out]).numpy() if out else np.zeros((0, 0), np.float32))
 
 
 def _device_of(model) -> torch.device:

@@ -22,7 +22,7 @@ from ..audit import ForgetAudit
 from ..losses import token_cross_entropy
 from ..metrics import mean_confidence, utility_metrics
 from ..models import count_trainable_parameters, is_quantized, is_seq2seq, load_model, prepare_model_for_training
-from ..scoring import AnswerTokens, answer_logits, make_collator, yes_no_logits
+from ..scoring import AnswerTokens, answer_logits, make_collator, map_batches, yes_no_logits
 from .base_config import UnlearningConfig
 from .hub_mixin import VersionedHubMixin
 from .rec_trainer import RecTrainer, make_lora_config
@@ -526,18 +526,13 @@ class UnlearningTrainer(VersionedHubMixin, Trainer):
         scope = scope or self.args.kl_scope
         context = self.original_model() if model is None else contextlib.nullcontext(model)
         with context as teacher:
-            was_training = teacher.training
-            teacher.eval()
-            out = []
-            try:
-                size = self.args.teacher_batch_size
-                for start in range(0, len(dataset), size):
-                    chunk = dataset[start : start + size]
-                    rows = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
-                    logits = answer_logits(teacher, self.scoring_collator(rows))
-                    out.append(self._in_scope(logits, scope).float().cpu())
-            finally:
-                teacher.train(was_training)
+            out = map_batches(
+                teacher,
+                self.scoring_collator,
+                dataset,
+                lambda _, batch: self._in_scope(answer_logits(teacher, batch), scope).float().cpu(),
+                self.args.teacher_batch_size,
+            )
         return torch.cat(out)
 
     def _in_scope(self, logits: torch.Tensor, scope: str | None = None) -> torch.Tensor:

@@ -151,7 +151,7 @@ class E2URecTrainer(UnlearningTrainer):
         callback = self.audit_callback
         if callback is None or not self.args.calibrate_alpha:
             return self.args.alpha
-        from ..scoring import score
+        from ..scoring import p_like, score
 
         audit = callback.audit
         rows = torch.as_tensor(audit.forget_rows, dtype=torch.long)
@@ -161,7 +161,7 @@ class E2URecTrainer(UnlearningTrainer):
         chosen = None
         for alpha in sorted(self.args.alpha_candidates):
             teacher = forgetting_teacher_logits(original[rows], augmented[rows], alpha, form=self.args.teacher_form)
-            probs = torch.softmax(self._in_scope(teacher, "yes_no") if teacher.shape[-1] > 2 else teacher, -1)[:, 1]
+            probs = p_like(teacher, self.answer_tokens if teacher.shape[-1] > 2 else None)
             result = audit(probs.double().numpy(), holdout)
             self.alpha_search.append({"alpha": alpha, "relative_auc": result.relative_auc, "side": result.side})
             if result.relative_auc <= result.target_relative_auc:

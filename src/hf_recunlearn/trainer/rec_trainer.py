@@ -11,20 +11,26 @@ from transformers import EvalPrediction, PreTrainedModel, Trainer, set_seed
 
 from ..metrics import utility_metrics
 from ..models import is_seq2seq, load_model, prepare_model_for_training
-from ..scoring import AnswerTokens, make_collator, model_inputs, yes_no_logits
+from ..scoring import AnswerTokens, make_collator, model_inputs, p_like
 from .hub_mixin import VersionedHubMixin
 from .rec_config import RecConfig
 
 
 def default_target_modules(model: PreTrainedModel) -> list[str]:
-    """The attention query/value projections of `model`, the modules TALLRec and E2URec adapt."""
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    for pair in (["q_proj", "v_proj"], ["q", "v"], ["query", "value"], ["c_attn"]):
-        if set(pair) <= names:
-            return pair
-    raise ValueError(
-        "Could not find attention query/value projections in the model; pass `lora_target_modules` explicitly."
-    )
+    """
+    PEFT's default LoRA targets for `model`'s architecture (the attention query/value projections for llama, t5,
+    gpt2 and the rest of `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`): the modules TALLRec and E2URec adapt.
+    """
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
+        raise ValueError(
+            f"`lora_target_modules` is not set and PEFT has no default LoRA targets for model type {model_type!r}. "
+            "Pass the names of the layers to adapt, e.g. `lora_target_modules=['q_proj', 'v_proj']` (the attention "
+            "query/value projections)."
+        )
+    return list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type])
 
 
 def make_lora_config(model: PreTrainedModel, args: RecConfig) -> LoraConfig:
@@ -129,9 +135,8 @@ class RecTrainer(VersionedHubMixin, Trainer):
             outputs = model(**model_inputs(inputs))
         logits = outputs.logits
         rows = torch.arange(logits.shape[0], device=logits.device)
-        answer = yes_no_logits(logits[rows, inputs["answer_index"]], self.answer_tokens).float()
-        p_like = torch.softmax(answer, dim=-1)[:, 1]
+        probs = p_like(logits[rows, inputs["answer_index"]], self.answer_tokens)
         loss = outputs.loss.detach() if outputs.loss is not None else None
         if prediction_loss_only:
             return loss, None, None
-        return loss, p_like, inputs["answer_label"]
+        return loss, probs, inputs["answer_label"]
