@@ -109,16 +109,41 @@ def test_evaluate_needs_a_run_directory(tmp_path, capsys):
     assert "run.json" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def console_runs(tmp_path_factory, hub_server_session):
+def in_process_json(*args: str, online: bool = False) -> dict:
+    """`hf-recunlearn ARGS` in this process: exit 0 and exactly one JSON document on stdout (no NaN), returned."""
+    import contextlib
+    import io
+
+    import huggingface_hub.constants
+
+    stdout = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout):
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", not online)
+        code = main(list(args))
+    assert code == 0, f"hf-recunlearn {' '.join(args)}: exit {code}"
+    return json.loads(stdout.getvalue(), parse_constant=lambda name: pytest.fail(f"{name} in stdout of {args[0]}"))
+
+
+def one_after_another(*jobs):
+    return [job() for job in jobs]
+
+
+# The default suite runs the commands in this process; the slow suite runs the same ones through the console script,
+# each a process of its own (20-40 s of imports each on 2 cores, so two at a time).
+RUNNERS = {"in-process": (in_process_json, one_after_another), "console": (console_json, run_side_by_side)}
+
+
+@pytest.fixture(scope="module", params=["in-process", pytest.param("console", marks=pytest.mark.slow)])
+def console_runs(request, tmp_path_factory, hub_server_session):
     """
-    The console script in real processes, once per module: `train` (the TALLRec recipe on the MovieLens-100K
-    excerpt); then side by side, `evaluate` of that run, and on a copy of it an E2URec forget, `push`, `verify`,
-    `versions` and `pull`. Tests assert on what the commands printed and wrote.
+    Every run-level command once per module: `train` (the TALLRec recipe on the MovieLens-100K excerpt); then
+    `evaluate` of that run, and on a copy of it an E2URec forget, `push`, `verify`, `versions` and `pull`. Tests
+    assert on what the commands printed and wrote.
     """
-    root = tmp_path_factory.mktemp("console")
+    run_json, side_by_side = RUNNERS[request.param]
+    root = tmp_path_factory.mktemp(request.param)
     runs = {name: root / name for name in ("tallrec", "e2urec")}
-    out = {"train": console_json("train", "--data", ML100K, "--output_dir", str(runs["tallrec"]), *TINY)}
+    out = {"train": run_json("train", "--data", ML100K, "--output_dir", str(runs["tallrec"]), *TINY)}
     shutil.copytree(runs["tallrec"], runs["e2urec"])
     train_rows = list(load_from_disk(str(runs["tallrec"] / "data" / "train"))["user_id"])
     users, repo_id = sorted(set(train_rows))[:2], f"user/cli-e2urec-{uuid.uuid4().hex[:6]}"
@@ -126,26 +151,28 @@ def console_runs(tmp_path_factory, hub_server_session):
 
     def e2urec_then_publish():
         run = str(runs["e2urec"])
-        out["e2urec"] = console_json("forget", "--run", run, "--method", "e2urec", "--users", ",".join(users),
-                                     "--num_train_epochs", "1", "--augment_epochs", "1", "--alpha", "8")  # fmt: skip
-        out["push"] = console_json("push", "--run", run, "--repo_id", repo_id, "--license", "apache-2.0", "--tags",
-                                   "movies", "--datasets", "user/ml-100k", online=True)  # fmt: skip
-        out["verify"] = console_json("verify", "--repo_id", repo_id, "--revision", "v1", online=True)
-        out["versions"] = console_json("versions", "--repo_id", repo_id, online=True)
-        out["pull"] = console_json("pull", "--repo_id", repo_id, "--revision", "v1", "--output_dir",
-                                   str(out["pulled"]), online=True)  # fmt: skip
+        out["e2urec"] = run_json("forget", "--run", run, "--method", "e2urec", "--users", ",".join(users),
+                                 "--num_train_epochs", "1", "--augment_epochs", "1", "--alpha", "8")  # fmt: skip
+        out["push"] = run_json("push", "--run", run, "--repo_id", repo_id, "--license", "apache-2.0", "--tags",
+                               "movies", "--datasets", "user/ml-100k", online=True)  # fmt: skip
+        out["verify"] = run_json("verify", "--repo_id", repo_id, "--revision", "v1", online=True)
+        out["versions"] = run_json("versions", "--repo_id", repo_id, online=True)
+        out["pull"] = run_json("pull", "--repo_id", repo_id, "--revision", "v1", "--output_dir", str(out["pulled"]),
+                               online=True)  # fmt: skip
 
     def evaluate():
-        out["evaluate"] = console_json("evaluate", "--run", str(runs["tallrec"]))
+        out["evaluate"] = run_json("evaluate", "--run", str(runs["tallrec"]))
 
-    run_side_by_side(e2urec_then_publish, evaluate)
+    side_by_side(e2urec_then_publish, evaluate)
     return runs, out
 
 
 @pytest.fixture(scope="module")
-def tallrec_run(console_runs):
-    """The LoRA recommender `train` wrote on the MovieLens-100K excerpt (never changed: tests work on copies)."""
-    return console_runs[0]["tallrec"]
+def tallrec_run(tmp_path_factory):
+    """One LoRA recommender trained by `train` on the MovieLens-100K excerpt; tests work on copies."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--data", ML100K, "--output_dir", str(run), *TINY, "--json", str(run.parent / "t")]) == 0
+    return run
 
 
 @pytest.fixture
@@ -194,11 +221,12 @@ def test_train_into_an_existing_run_needs_overwrite_and_replaces_it_whole(run_co
     assert "`lora_r` = 8 (stored: 4)" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # with the console-script runs, which need it
 def test_the_console_script_runs_this_checkout():
     assert Path(runs_this_checkout()).resolve() == Path(hf_recunlearn.__file__).resolve()
 
 
-def test_train_and_evaluate_through_the_console_script(console_runs):
+def test_train_then_evaluate_gives_the_metrics_train_reported(console_runs):
     """`evaluate` scores the model on disk: the test metrics `train` reported, to the last digit."""
     runs, out = console_runs
     trained, evaluated = out["train"], out["evaluate"]
@@ -301,11 +329,12 @@ def baseline_forgets(tallrec_run, tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", BASELINES)
-def test_every_approximate_baseline_forgets_through_the_cli(baseline_forgets, console_runs, method):
+def test_every_approximate_baseline_forgets_through_the_cli(baseline_forgets, tallrec_run, method):
     run, rows, results = baseline_forgets
     result = results[method]
     assert rows > 0 and (result["users_forgotten"], result["samples_forgotten"]) == (1, rows)
-    assert result["original_test_auc"] == pytest.approx(console_runs[1]["train"]["auc"], abs=1e-6)
+    trained = json.loads((tallrec_run.parent / "t").read_text())
+    assert result["original_test_auc"] == pytest.approx(trained["auc"], abs=1e-6)  # the model train wrote
     assert list((run / method).glob("*.safetensors"))  # the unlearned model (the baselines: every weight)
     # Three forgets into one run: each is recorded, in order, with its counts.
     events = json.loads((run / "run.json").read_text())["events"]
