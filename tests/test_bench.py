@@ -4,10 +4,13 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hf_recunlearn.bench import COLUMNS, EXTRA_COLUMNS, ROWS, aggregate_rows, format_markdown
 from hf_recunlearn.cli import main
+
+from cli_helpers import console
 
 APPROXIMATE = ("NegGrad", "NegKL", "Bad-T", "E2URec", "E2URec fixed α", "E2URec w/o L_FGT", "E2URec w/o L_REM")
 CALIBRATED = ("NegGrad", "NegKL", "Bad-T", "E2URec")
@@ -24,11 +27,11 @@ def bench_run(tmp_path_factory):
 
 
 @pytest.mark.slow  # every method on a tiny population (~100 s); `bench --methods` runs in the default suite
-def test_bench_writes_every_row_and_column(bench_run, capsys):
+def test_bench_writes_every_row_and_column(bench_run):
     argv, json_path, plots = bench_run
-    assert main(argv) == 0
-    captured = capsys.readouterr()
-    assert captured.out == ""  # with --json PATH, stdout stays empty; the table is for people, on stderr
+    captured = console(*argv)  # the console script, in a process of its own
+    assert captured.returncode == 0, captured.stderr[-3000:]
+    assert captured.stdout == ""  # with --json PATH, stdout stays empty; the table is for people, on stderr
     result = json.loads(json_path.read_text())
 
     assert set(result) == {"config", "rows", "seeds", "criteria"}
@@ -103,7 +106,7 @@ def test_bench_writes_every_row_and_column(bench_run, capsys):
     assert len({row["unlearn_seconds"] for row in apa}) == 1
     assert len({row["auc"] for row in apa}) > 1 or len({row["mia_auc"] for row in apa}) > 1
 
-    lines = captured.err.strip().splitlines()
+    lines = captured.stderr.strip().splitlines()
     header = next(line for line in lines if line.startswith("| method"))
     assert header.count("|") == len(COLUMNS) + 2
     for name in ROWS:
@@ -161,16 +164,27 @@ def test_bench_refuses_bad_input_before_writing_anything(tmp_path, capsys, argv,
     assert not out.exists() and not json_path.exists()
 
 
-def test_bench_runs_on_real_movielens_files(tmp_path, capsys):
-    # The same run on MovieLens-100K in its distributed format (a 39-rating excerpt: mechanics only); with no niche
-    # users the forget request is a seeded fraction of the training users.
+def test_bench_runs_on_real_movielens_files_and_its_rows_check_out(tmp_path, capsys):
+    """
+    `bench` on MovieLens-100K in its distributed format (a 39-rating excerpt: mechanics only);
+    with no niche users the forget request is a seeded fraction of the training users. One row of each family is
+    recomputed from the models the bench kept: Retrain's test AUC (exact) and NegGrad's forget-set JSD to Retrain
+    (approximate), with scikit-learn and SciPy rather than the library's metrics.
+    """
+    from scipy.spatial.distance import jensenshannon
+    from sklearn.metrics import roc_auc_score
+
+    from hf_recunlearn.bench import TINY
+    from hf_recunlearn.data import make_forget_split
+    from hf_recunlearn.models import load_model
+    from hf_recunlearn.pipeline import prepare_data
+    from hf_recunlearn.scoring import score
+
     data = f"movielens-100k:{Path(__file__).parent / 'fixtures' / 'ml-100k'}"
+    runs = tmp_path / "runs"
     json_path = tmp_path / "bench.json"
-    assert (
-        main(["bench", "--tiny", "--data", data, "--methods", "NegGrad", "--output-dir", str(tmp_path / "runs"),
-              "--json", str(json_path)])
-        == 0
-    )
+    assert main(["bench", "--tiny", "--data", data, "--methods", "NegGrad", "--output-dir", str(runs), "--json",
+                 str(json_path)]) == 0  # fmt: skip
     result = json.loads(json_path.read_text())
     assert result["config"]["data"] == data
     assert result["config"]["forget_request"][0]["users"] >= 1
@@ -179,19 +193,36 @@ def test_bench_runs_on_real_movielens_files(tmp_path, capsys):
     assert [row["method"] for row in result["rows"]] == ["Original", "Retrain", "NegGrad"]
     assert [row["method"] for row in result["seeds"][0]["rows"]] == ["Original", "Retrain", "NegGrad"]
     assert result["seeds"][0]["noise_floor_jsd"] == result["seeds"][0]["rows"][1]["jsd"]
-    assert not any((Path(tmp_path) / "runs" / "seed0" / d).exists() for d in ("apa", "sisa", "single_adapter", "e2urec"))
+    assert not any((runs / "seed0" / d).exists() for d in ("apa", "sisa", "single_adapter", "e2urec"))
     assert result["rows"][2]["infer_vs_single"] is None  # no Single adapter row was run to compare with
-    out = capsys.readouterr().err  # the table goes to stderr, the JSON to --json
-    assert f"Data {data}" in out and "| NegGrad |" in out and "| E2URec |" not in out
-    assert "bench: 100%" in out  # the stage-level progress bar
+    err = capsys.readouterr().err  # the table goes to stderr, the JSON to --json
+    assert f"Data {data}" in err and "| NegGrad |" in err and "| E2URec |" not in err
+    assert "bench: 100%" in err  # the stage-level progress bar
     # The closing summary for people: the JSON's numbers, formatted.
     [request], neggrad = result["config"]["forget_request"], result["rows"][2]
     gap = "n/a" if neggrad["gap_closed"] is None else f"{neggrad['gap_closed']:.0%}"
-    assert out.rstrip().endswith(
+    assert err.rstrip().endswith(
         f"NegGrad closed {gap} of the gap to Retrain in {neggrad['unlearn_seconds']:.1f} s, "
         f"{neggrad['unlearn_vs_retrain']:.2f}× retraining's time."
     )
-    assert f"forgot {request['users']} users ({request['samples']} training samples) on {data} with 1 seed(s)." in out
+    assert f"forgot {request['users']} users ({request['samples']} training samples) on {data} with 1 seed(s)." in err
+
+    # The same splits and forget request as the bench's seed 0 (the sizes it reported say so).
+    prepared = prepare_data(data, preset="e2urec", template="e2urec", history_len=TINY.history_len,
+                            pretrain_user_fraction=TINY.pretrain_user_fraction, seed=0)  # fmt: skip
+    test = prepared.datasets["test"]
+    request = make_forget_split(prepared.datasets["train"], fraction=TINY.forget_fraction, seed=0)
+    assert result["seeds"][0]["data_sizes"] == {name: len(prepared.datasets[name]) for name in prepared.datasets}
+    assert result["config"]["forget_request"][0]["samples"] == len(request.forget)
+    rows = {row["method"]: row for row in result["rows"]}
+
+    retrain, tokenizer = load_model(str(runs / "seed0" / "retrain_seed0"))
+    assert rows["Retrain"]["auc"] == pytest.approx(roc_auc_score(test["label"], score(retrain, tokenizer, test)))
+
+    neggrad, _ = load_model(str(runs / "seed0" / "neggrad"))
+    p, q = score(neggrad, tokenizer, request.forget), score(retrain, tokenizer, request.forget)
+    jsd = np.mean([jensenshannon([1 - a, a], [1 - b, b]) ** 2 for a, b in zip(p, q)])
+    assert rows["NegGrad"]["jsd"] == pytest.approx(jsd, rel=1e-4, abs=1e-9)
 
 
 def test_bench_refuses_unknown_methods(tmp_path, capsys):

@@ -6,13 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from datasets import load_from_disk
 
+import hf_recunlearn
 from hf_recunlearn.cli import json_safe, main
+
+from cli_helpers import console_json, run_side_by_side, runs_this_checkout
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ML100K = f"movielens-100k:{FIXTURES / 'ml-100k'}"
 TINY = ["--history_len", "3", "--num_train_epochs", "1", "--per_device_train_batch_size", "4"]
+BASELINES = ("neggrad", "negkl", "badt")
 
 
 def run_cli(capsys, *args) -> dict:
@@ -103,6 +109,64 @@ def test_evaluate_needs_a_run_directory(tmp_path, capsys):
     assert "run.json" in capsys.readouterr().err
 
 
+def in_process_json(*args: str, online: bool = False) -> dict:
+    """`hf-recunlearn ARGS` in this process: exit 0 and exactly one JSON document on stdout (no NaN), returned."""
+    import contextlib
+    import io
+
+    import huggingface_hub.constants
+
+    stdout = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout):
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", not online)
+        code = main(list(args))
+    assert code == 0, f"hf-recunlearn {' '.join(args)}: exit {code}"
+    return json.loads(stdout.getvalue(), parse_constant=lambda name: pytest.fail(f"{name} in stdout of {args[0]}"))
+
+
+def one_after_another(*jobs):
+    return [job() for job in jobs]
+
+
+# The default suite runs the commands in this process; the slow suite runs the same ones through the console script,
+# each a process of its own (20-40 s of imports each on 2 cores, so two at a time).
+RUNNERS = {"in-process": (in_process_json, one_after_another), "console": (console_json, run_side_by_side)}
+
+
+@pytest.fixture(scope="module", params=["in-process", pytest.param("console", marks=pytest.mark.slow)])
+def console_runs(request, tmp_path_factory, hub_server_session):
+    """
+    Every run-level command once per module: `train` (the TALLRec recipe on the MovieLens-100K excerpt); then
+    `evaluate` of that run, and on a copy of it an E2URec forget, `push`, `verify`, `versions` and `pull`. Tests
+    assert on what the commands printed and wrote.
+    """
+    run_json, side_by_side = RUNNERS[request.param]
+    root = tmp_path_factory.mktemp(request.param)
+    runs = {name: root / name for name in ("tallrec", "e2urec")}
+    out = {"train": run_json("train", "--data", ML100K, "--output_dir", str(runs["tallrec"]), *TINY)}
+    shutil.copytree(runs["tallrec"], runs["e2urec"])
+    train_rows = list(load_from_disk(str(runs["tallrec"] / "data" / "train"))["user_id"])
+    users, repo_id = sorted(set(train_rows))[:2], f"user/cli-e2urec-{uuid.uuid4().hex[:6]}"
+    out.update(train_rows=train_rows, users=users, repo_id=repo_id, pulled=root / "pulled")
+
+    def e2urec_then_publish():
+        run = str(runs["e2urec"])
+        out["e2urec"] = run_json("forget", "--run", run, "--method", "e2urec", "--users", ",".join(users),
+                                 "--num_train_epochs", "1", "--augment_epochs", "1", "--alpha", "8")  # fmt: skip
+        out["push"] = run_json("push", "--run", run, "--repo_id", repo_id, "--license", "apache-2.0", "--tags",
+                               "movies", "--datasets", "user/ml-100k", online=True)  # fmt: skip
+        out["verify"] = run_json("verify", "--repo_id", repo_id, "--revision", "v1", online=True)
+        out["versions"] = run_json("versions", "--repo_id", repo_id, online=True)
+        out["pull"] = run_json("pull", "--repo_id", repo_id, "--revision", "v1", "--output_dir", str(out["pulled"]),
+                               online=True)  # fmt: skip
+
+    def evaluate():
+        out["evaluate"] = run_json("evaluate", "--run", str(runs["tallrec"]))
+
+    side_by_side(e2urec_then_publish, evaluate)
+    return runs, out
+
+
 @pytest.fixture(scope="module")
 def tallrec_run(tmp_path_factory):
     """One LoRA recommender trained by `train` on the MovieLens-100K excerpt; tests work on copies."""
@@ -157,36 +221,57 @@ def test_train_into_an_existing_run_needs_overwrite_and_replaces_it_whole(run_co
     assert "`lora_r` = 8 (stored: 4)" in capsys.readouterr().err
 
 
-def test_e2urec_forget_and_push_report_the_real_counts(run_copy, hub_server, capsys):
-    from datasets import load_from_disk
-    from huggingface_hub import ModelCard
+@pytest.mark.slow  # with the console-script runs, which need it
+def test_the_console_script_runs_this_checkout():
+    assert Path(runs_this_checkout()).resolve() == Path(hf_recunlearn.__file__).resolve()
 
-    train = load_from_disk(str(run_copy / "data" / "train"))
-    users = sorted(set(train["user_id"]))[:2]
-    rows = sum(u in users for u in train["user_id"])
-    forgot = run_cli(capsys, "forget", "--run", str(run_copy), "--method", "e2urec", "--users", ",".join(users),
-                     "--num_train_epochs", "1", "--augment_epochs", "1", "--alpha", "8")  # fmt: skip
-    assert (forgot["users_forgotten"], forgot["samples_forgotten"]) == (2, rows)
+
+def test_train_then_evaluate_gives_the_metrics_train_reported(console_runs):
+    """`evaluate` scores the model on disk: the test metrics `train` reported, to the last digit."""
+    runs, out = console_runs
+    trained, evaluated = out["train"], out["evaluate"]
+    assert (trained["method"], Path(trained["output_dir"])) == ("tallrec", runs["tallrec"])
+    assert (evaluated["method"], evaluated["split"]) == ("tallrec", "test")
+    assert evaluated["num_samples"] == len(load_from_disk(str(runs["tallrec"] / "data" / "test")))
+    assert trained["auc"] is not None and 0.0 <= trained["auc"] <= 1.0
+    for key in ("auc", "acc", "logloss"):
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+def test_e2urec_forget_and_push_report_the_real_counts(console_runs, hub_server):
+    from huggingface_hub import ModelCard
+    from safetensors.torch import load_file
+
+    runs, out = console_runs
+    users, forgot, repo_id = out["users"], out["e2urec"], out["repo_id"]
+    rows = sum(u in users for u in out["train_rows"])
+    assert rows > 2 and (forgot["users_forgotten"], forgot["samples_forgotten"]) == (2, rows)
     assert forgot["trainable_parameters"] > 0 and 0.0 <= forgot["mia_auc"] <= 1.0
     # The calibrated default: audited against the run's base model (which never saw these users), from step 0 on.
     audit = forgot["audit"]
     assert audit["audit_target"]["forget_groups"] == 2 and audit["audit_target"]["forget_rows"] == rows
     assert audit["audits"] >= 1 and audit["original_relative_auc"] is not None
-    assert (run_copy / "e2urec" / "adapter_config.json").is_file()
-    events = json.loads((run_copy / "run.json").read_text())["events"]
+    assert forgot["original_test_auc"] == pytest.approx(out["train"]["auc"], abs=1e-6)  # the model train wrote
+    run = runs["e2urec"]
+    assert (run / "e2urec" / "adapter_config.json").is_file()
+    events = json.loads((run / "run.json").read_text())["events"]
     assert [(e["event"], e["method"]) for e in events] == [("train", "original"), ("forget", "e2urec")]
 
-    repo_id = f"user/cli-e2urec-{uuid.uuid4().hex[:6]}"
-    pushed = run_cli(capsys, "push", "--run", str(run_copy), "--repo_id", repo_id, "--license", "apache-2.0",
-                     "--tags", "movies", "--datasets", "user/ml-100k")  # fmt: skip
+    pushed = out["push"]
     assert (pushed["method"], pushed["tag"]) == ("e2urec", "v1")  # the model the latest event wrote
     assert (pushed["run_event"]["users_forgotten"], pushed["run_event"]["samples_forgotten"]) == (2, rows)
-    [version] = run_cli(capsys, "versions", "--repo_id", repo_id)["versions"]
+    [version] = out["versions"]["versions"]
     assert version["users_removed"] == 2 and version["metrics"]["forget_auc"] == pytest.approx(forgot["forget_auc"])
+    assert out["verify"]["ok"] is True and out["verify"]["receipts"] >= 1
     card = ModelCard.load(repo_id)
     assert (card.data.license, card.data.datasets) == ("apache-2.0", ["user/ml-100k"]) and "movies" in card.data.tags
     # The event's users (no sample count) and its receipt in the card's log.
     assert "| v1 | unlearn | - | 2 | available | [" in card.text
+    # `pull` of v1 returns the adapter the forget wrote, weight for weight.
+    assert Path(out["pull"]["output_dir"]) == out["pulled"]
+    pulled = load_file(str(out["pulled"] / "adapter_model.safetensors"))
+    local = load_file(str(run / "e2urec" / "adapter_model.safetensors"))
+    assert pulled.keys() == local.keys() and all(torch.equal(pulled[k], local[k]) for k in local)
 
 
 def test_forget_rejects_unknown_users_and_mismatched_methods(run_copy, capsys):
@@ -228,24 +313,37 @@ def test_thread_default_is_one_for_the_builtin_model_unless_told(monkeypatch):
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("method", ["neggrad", "negkl", "badt"])
-def test_every_approximate_baseline_forgets_through_the_cli(run_copy, capsys, method):
-    from datasets import load_from_disk
+@pytest.fixture(scope="module")
+def baseline_forgets(tallrec_run, tmp_path_factory):
+    """NegGrad, NegKL and Bad-T each forget the same user from the original, one after another in one copy of the run."""
+    run = tmp_path_factory.mktemp("baselines") / "run"
+    shutil.copytree(tallrec_run, run)
+    train_rows = list(load_from_disk(str(run / "data" / "train"))["user_id"])
+    user, results = min(train_rows), {}
+    for method in BASELINES:
+        document = run.parent / f"{method}.json"
+        argv = ["forget", "--run", str(run), "--method", method, "--users", user, "--num_train_epochs", "1"]
+        assert main([*argv, "--json", str(document)]) == 0
+        results[method] = json.loads(document.read_text())
+    return run, train_rows.count(user), results
 
-    train = load_from_disk(str(run_copy / "data" / "train"))
-    user = sorted(set(train["user_id"]))[0]
-    result = run_cli(capsys, "forget", "--run", str(run_copy), "--method", method, "--users", user,
-                     "--num_train_epochs", "1")  # fmt: skip
-    assert (result["users_forgotten"], result["samples_forgotten"]) == (1, train["user_id"].count(user))
-    assert list((run_copy / method).glob("*.safetensors"))  # the unlearned model (the baselines: every weight)
-    latest = json.loads((run_copy / "run.json").read_text())["events"][-1]
-    assert (latest["event"], latest["method"]) == ("forget", method)
-    assert latest["samples_forgotten"] == result["samples_forgotten"]
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_every_approximate_baseline_forgets_through_the_cli(baseline_forgets, tallrec_run, method):
+    run, rows, results = baseline_forgets
+    result = results[method]
+    assert rows > 0 and (result["users_forgotten"], result["samples_forgotten"]) == (1, rows)
+    trained = json.loads((tallrec_run.parent / "t").read_text())
+    assert result["original_test_auc"] == pytest.approx(trained["auc"], abs=1e-6)  # the model train wrote
+    assert list((run / method).glob("*.safetensors"))  # the unlearned model (the baselines: every weight)
+    # Three forgets into one run: each is recorded, in order, with its counts.
+    events = json.loads((run / "run.json").read_text())["events"]
+    assert [(e["event"], e["method"]) for e in events] == [("train", "original"), *(("forget", m) for m in BASELINES)]
+    [event] = [e for e in events if e["method"] == method]
+    assert (event["users_forgotten"], event["samples_forgotten"]) == (1, rows)
 
 
 def test_sisa_trains_and_forgets_samples_through_the_cli(tmp_path, capsys):
-    from datasets import load_from_disk
-
     run = tmp_path / "run"
     trained = run_cli(capsys, "train", "--data", ML100K, "--output_dir", str(run), *TINY, "--method", "sisa",
                       "--num_shards", "2")  # fmt: skip
@@ -254,4 +352,38 @@ def test_sisa_trains_and_forgets_samples_through_the_cli(tmp_path, capsys):
     forgot = run_cli(capsys, "forget", "--run", str(run), "--method", "sisa", "--samples", sample)
     assert (forgot["version"], forgot["samples_removed"], len(forgot["affected_shards"])) == (2, 1, 1)
     assert sample not in load_from_disk(str(run / "data" / "train"))["sample_id"]
-    assert run_cli(capsys, "evaluate", "--run", str(run))["version"] == 2
+    # The new version is the one on disk: `evaluate` gives the test metrics the forget measured and recorded.
+    recorded = json.loads((run / "run.json").read_text())["metrics"]["sisa"]
+    evaluated = run_cli(capsys, "evaluate", "--run", str(run))
+    assert evaluated["version"] == recorded["version"] == 2
+    assert evaluated["auc"] == pytest.approx(recorded["auc"], abs=1e-6)
+
+
+@pytest.mark.slow  # four process starts (torch, transformers, peft: 20-40 s each on 2 cores); in-process above
+def test_every_other_forget_method_through_the_console_script(tallrec_run, tmp_path):
+    """NegGrad, NegKL, Bad-T and SISA (`--samples`) through the console script: one JSON document, the real counts."""
+    run, sisa = tmp_path / "run", tmp_path / "sisa"
+    shutil.copytree(tallrec_run, run)
+    assert main(["train", "--data", ML100K, "--output_dir", str(sisa), *TINY, "--method", "sisa", "--num_shards", "2",
+                 "--json", str(tmp_path / "sisa.json")]) == 0  # fmt: skip
+    train_rows = list(load_from_disk(str(run / "data" / "train"))["user_id"])
+    user, sample = min(train_rows), load_from_disk(str(sisa / "data" / "train"))["sample_id"][0]
+    results = {}
+
+    def baselines():
+        for method in BASELINES:
+            results[method] = console_json("forget", "--run", str(run), "--method", method, "--users", user,
+                                           "--num_train_epochs", "1")  # fmt: skip
+
+    def sisa_forget():
+        results["sisa"] = console_json("forget", "--run", str(sisa), "--method", "sisa", "--samples", sample)
+
+    run_side_by_side(baselines, sisa_forget)
+    for method in BASELINES:
+        assert (results[method]["users_forgotten"], results[method]["samples_forgotten"]) == (1, train_rows.count(user))
+        assert list((run / method).glob("*.safetensors")), method
+    events = json.loads((run / "run.json").read_text())["events"]
+    assert [e["method"] for e in events] == ["original", *BASELINES]
+    assert (results["sisa"]["version"], results["sisa"]["samples_removed"]) == (2, 1)
+    assert sample not in load_from_disk(str(sisa / "data" / "train"))["sample_id"]
+    assert json.loads((sisa / "run.json").read_text())["events"][-1]["samples_forgotten"] == 1

@@ -1,19 +1,15 @@
-import json
-
 import pytest
 
-from hf_recunlearn.cli import main
+from cli_helpers import console_json
 
 
 @pytest.mark.slow
-def test_quick_demo_writes_every_stage(tmp_path, capsys):
+def test_quick_demo_writes_every_stage(tmp_path):
     """
-    `hf-recunlearn demo --quick` runs every stage end to end and writes the documented keys; stderr has the stage bar
-    and ends with the summary for people, whose numbers are the JSON's.
+    `hf-recunlearn demo --quick` (the console script) runs every stage end to end and prints the documented keys;
+    stderr has the stage bar and ends with the summary for people, whose numbers are the JSON's.
     """
-    out = tmp_path / "demo.json"
-    assert main(["demo", "--quick", "--output-dir", str(tmp_path / "run"), "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
+    result, err = console_json("demo", "--quick", "--output-dir", str(tmp_path / "run"), with_stderr=True)
     assert {"auc", "acc", "logloss", "train_seconds", "jsd", "forget_auc"} <= set(result["original"])
     assert {"auc", "jsd", "l2", "gap_closed", "mia_auc", "unlearn_seconds", "trainable_params"} <= set(result["e2urec"])
     assert {"auc", "train_seconds"} <= set(result["retrain"]) and "jsd" in result["floor"]
@@ -27,7 +23,6 @@ def test_quick_demo_writes_every_stage(tmp_path, capsys):
     assert (tmp_path / "run" / "e2urec" / "adapter_config.json").is_file()
     assert (tmp_path / "run" / "apa" / "apa_config.json").is_file()
 
-    err = capsys.readouterr().err
     assert "demo: 100%" in err and "5/5" in err  # the stage-level progress bar
     summary = err[err.rindex("The demo forgot") :]
     request, e2urec, apa = result["forget_request"], result["e2urec"], result["apa"]

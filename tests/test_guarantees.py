@@ -31,10 +31,10 @@ from hf_recunlearn.runs import RunDir, RunInfo
 from hf_recunlearn.trainer import APAConfig, APATrainer
 
 from apa_helpers import single_thread, tiny_base, tiny_datasets, tiny_tokenizer
+from cli_helpers import console_env, console_script
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
-CLI = [sys.executable, "-m", "hf_recunlearn.cli"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -97,10 +97,9 @@ def run(template_run, tmp_path, monkeypatch):
 
 
 def cli(*args, env_extra=None, check=True, timeout=300) -> subprocess.CompletedProcess:
-    """`hf-recunlearn ARGS` in a fresh process (one thread, offline), as a user runs it."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-           **(env_extra or {})}  # fmt: skip
-    result = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    """`hf-recunlearn ARGS`: the console script in a fresh process (one thread, offline), as a user runs it."""
+    result = subprocess.run([console_script(), *args], capture_output=True, text=True,
+                            env=console_env(**(env_extra or {})), timeout=timeout)  # fmt: skip
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -511,6 +511,7 @@ def _approximate_row(ctx: _Seed, name: str, method: str, overrides: dict[str, An
     trainer = trainer_cls(original, args=config, forget_dataset=request.forget, retain_dataset=request.retain,
                           processing_class=tokenizer, forget_audit=ctx.audit)  # fmt: skip
     trainer.train()
+    trainer.save_model()  # kept in the output folder like every other row's model, so a row can be checked again
     model = trainer.accelerator.unwrap_model(trainer.model)
     batch = settings.inference_batch_size
     preds = ModelPredictions(
