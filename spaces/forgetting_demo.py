@@ -1045,8 +1045,11 @@ def e2urec_unlearn(original, tokenizer, forget_dataset, retain_dataset, eval_dat
     _require_e2urec()
     from hf_recunlearn.trainer import E2URecConfig, E2URecTrainer
 
+    # The fixed schedule, said outright: the Space forgets one user at a time, and the calibrated default's audit
+    # needs several forgotten users (its interval is a bootstrap over users), so it has no target to stop at here.
     args = E2URecConfig(
-        output_dir=str(Path(output_dir) / "model"), num_train_epochs=1, disable_tqdm=True, logging_steps=1000
+        output_dir=str(Path(output_dir) / "model"), num_train_epochs=1, disable_tqdm=True, logging_steps=1000,
+        stopping="fixed", calibrate_alpha=False,
     )
     trainer = E2URecTrainer(
         model=original,
