@@ -26,6 +26,7 @@ METHODS = ["NegGrad", "NegKL", "Bad-T", "E2URec", "E2URec fixed α"]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first population (0: the demo's)")
     parser.add_argument("--json", required=True)
     parser.add_argument("--output-dir", default="runs/calibrated")
     parser.add_argument("--audit-reference", default="base", choices=["base", "cheap"])
@@ -35,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    settings = BenchSettings(timing_repeats=2, disable_tqdm=True, audit_reference=args.audit_reference,
+    settings = BenchSettings(seed=args.first_seed, timing_repeats=2, disable_tqdm=True, audit_reference=args.audit_reference,
                              audit_steps=args.audit_steps, audit_samples=args.audit_samples)  # fmt: skip
     result = run_bench("synthetic", seeds=args.seeds, settings=settings, output_dir=args.output_dir,
                        json_path=args.json, methods=METHODS, progress=False)  # fmt: skip
