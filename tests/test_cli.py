@@ -251,6 +251,21 @@ def test_e2urec_forget_and_push_report_the_real_counts(console_runs, hub_server)
     audit = forgot["audit"]
     assert audit["audit_target"]["forget_groups"] == 2 and audit["audit_target"]["forget_rows"] == rows
     assert audit["audits"] >= 1 and audit["original_relative_auc"] is not None
+    # Its target is the base's view: the LoRA original with its adapter off scores as the base on disk does.
+    assert (runs["e2urec"] / "original" / "adapter_config.json").is_file()  # the LoRA original (train's default)
+    from hf_recunlearn.audit import forget_audit_for_request
+    from hf_recunlearn.data import make_forget_split
+    from hf_recunlearn.models import load_model
+    from hf_recunlearn.trainer import E2URecConfig
+
+    base, tokenizer = load_model(str(runs["e2urec"] / "base"))
+    splits = {name: load_from_disk(str(runs["e2urec"] / "data" / name)) for name in ("train", "valid", "test")}
+    request = make_forget_split(splits["train"], user_ids=users)
+    defaults = E2URecConfig(output_dir=str(runs["e2urec"] / "unused"))
+    expected = forget_audit_for_request(base, tokenizer, request, splits, seed=defaults.seed)[0]
+    expected = expected.sample(defaults.audit_samples, seed=defaults.seed).summary()
+    assert audit["audit_target"]["holdout_rows"] == expected["holdout_rows"]
+    assert audit["audit_target"]["target_relative_auc"] == pytest.approx(expected["target_relative_auc"], abs=1e-6)
     assert forgot["original_test_auc"] == pytest.approx(out["train"]["auc"], abs=1e-6)  # the model train wrote
     run = runs["e2urec"]
     assert (run / "e2urec" / "adapter_config.json").is_file()

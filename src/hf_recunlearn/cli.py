@@ -758,6 +758,8 @@ def _forget_approximate(args, config, run, info) -> dict[str, Any]:
     from .data import make_forget_split
     from .evaluation import predict_unlearning_sets
     from .models import load_model
+    from peft import PeftModel
+
     from .trainer import APPROXIMATE_METHODS
 
     if info.method != "tallrec" or not run.original_dir.is_dir():
@@ -776,10 +778,15 @@ def _forget_approximate(args, config, run, info) -> dict[str, Any]:
         # The calibrated default: the run's base model never saw the forget set, so its view of it is the target.
         from .audit import forget_audit_for_request
 
-        reference, _ = load_model(run.base_model_path(info))
-        audit, _ = forget_audit_for_request(reference, tokenizer, request, splits,
-                                            batch_size=config.per_device_eval_batch_size, seed=config.seed)  # fmt: skip
-        del reference
+        def audit_with(reference):
+            return forget_audit_for_request(reference, tokenizer, request, splits,
+                                            batch_size=config.per_device_eval_batch_size, seed=config.seed)[0]  # fmt: skip
+
+        if isinstance(model, PeftModel):  # a LoRA original: its base is the same weights with the adapter off
+            with model.disable_adapter():
+                audit = audit_with(model)
+        else:  # a full fine-tune: load the base it started from
+            audit = audit_with(load_model(run.base_model_path(info))[0])
     trainer = trainer_cls(model, args=config, forget_dataset=request.forget, retain_dataset=request.retain,
                           eval_dataset=test, processing_class=tokenizer, forget_audit=audit)  # fmt: skip
     trainer.train()
