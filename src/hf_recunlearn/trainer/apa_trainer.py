@@ -801,7 +801,7 @@ class APATrainer(UnlearningTrainer):
         from ..hub import push
 
         kwargs.setdefault("base_model", self._card_base_model())
-        kwargs["tags"] = list(kwargs.get("tags") or []) + [t for t in self._tag_names if t not in (kwargs.get("tags") or [])]
+        kwargs["tags"] = self._card_tags(kwargs.get("tags"))
 
         def run():
             source = self._reusable_source()

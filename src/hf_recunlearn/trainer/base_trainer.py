@@ -813,15 +813,6 @@ class UnlearningTrainer(VersionedHubMixin, Trainer):
         base = {f.name for f in fields(RecConfig)}
         return {f.name: getattr(self.args, f.name) for f in fields(self.args) if f.name not in base}
 
-    def _is_adapter_model(self) -> bool:
-        """Whether the result is a PEFT adapter (the card's `library_name`)."""
-        return isinstance(self._unwrapped, PeftModel)
-
-    def _card_base_model(self) -> str | None:
-        model = self._unwrapped
-        base = model.get_base_model() if isinstance(model, PeftModel) else model
-        return getattr(getattr(base, "config", None), "_name_or_path", None) or None
-
     def _card_inputs(self) -> dict[str, Any]:
         """The card's forget request (counts only), audit sentence, hyperparameters and trainable parameters."""
         return {

@@ -66,16 +66,24 @@ class VersionedHubMixin:
         """`(event, users removed)` of the version `push_to_hub` publishes."""
         return "train", 0
 
+    def _saved_model(self):
+        """The model `save_model` writes: `self.model` without accelerate's wrappers."""
+        return self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.model
+
     def _card_base_model(self) -> str | None:
-        model = self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.model
+        model = self._saved_model()
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         return getattr(getattr(base, "config", None), "_name_or_path", None) or None
 
     def _is_adapter_model(self) -> bool:
         from peft import PeftModel
 
-        model = self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.model
-        return isinstance(model, PeftModel)
+        return isinstance(self._saved_model(), PeftModel)
+
+    def _card_tags(self, tags) -> list[str]:
+        """`tags` (a string or a list) followed by the trainer's own `_tag_names` not already among them."""
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        return tags + [t for t in getattr(self, "_tag_names", []) if t not in tags]
 
     def create_model_card(self, model_name: str | None = None, output_dir: str | None = None, **kwargs) -> None:
         """
@@ -90,8 +98,7 @@ class VersionedHubMixin:
         from ..cards import model_card
 
         metadata = card_metadata(dict(kwargs))
-        tags = list(metadata.pop("tags", []))
-        tags += [t for t in getattr(self, "_tag_names", []) if t not in tags]
+        tags = self._card_tags(metadata.pop("tags", None))
         metadata.setdefault("base_model", self._card_base_model())
         metadata.setdefault("library_name", "peft" if self._is_adapter_model() else "transformers")
         directory = output_dir or self.args.output_dir
@@ -178,8 +185,7 @@ class VersionedHubMixin:
         from ..hub import push_adapter
 
         event, users = self._push_event()
-        tags = list(kwargs.pop("tags", None) or [])
-        tags += [t for t in getattr(self, "_tag_names", []) if t not in tags]
+        tags = self._card_tags(kwargs.pop("tags", None))
         kwargs.setdefault("base_model", self._card_base_model())
         return functools.partial(push_adapter, self.args.output_dir, repo_id, method=self.card_method, event=event,
                                  users_removed=users, tags=tags, **kwargs)  # fmt: skip
