@@ -482,3 +482,34 @@ def test_an_invalid_repo_id_is_refused_by_huggingface_hubs_rule_with_the_argumen
         assert not is_hub_model_id(bad)
     assert is_hub_model_id("Qwen/Qwen2.5-0.5B") and is_hub_model_id("gpt2")
     assert not is_hub_model_id(str(tmp_path)) and not is_hub_model_id("./model")
+
+
+def test_export_version_writes_what_a_first_push_publishes_and_all_or_nothing(runs, hub_server, api, tmp_path,
+                                                                             monkeypatch):  # fmt: skip
+    """The dry run of a push: the same files as a first push, written whole or not at all, never over other files."""
+    import hf_recunlearn.controller as controller
+
+    adapter = runs["v1"] / f"shard_{runs['shard']:02d}"
+    out = tmp_path / "export"
+    card = hub.export_version(adapter, "user/exported", out, method="tallrec", metrics={"auc": 0.6})
+    repo_id = f"user/export-{uuid.uuid4().hex[:8]}"
+    hub.push_adapter(adapter, repo_id, method="tallrec", metrics={"auc": 0.6})
+    remote = {f for f in api.list_repo_files(repo_id) if f != ".gitattributes"}
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == remote
+    assert (out / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
+    assert (out / "README.md").read_text() == str(model_card(**card))  # the recorded inputs render the card again
+
+    # Interrupted before the switch: no half export, no staging folder left beside it.
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(controller, "swap_in", crash)
+    with pytest.raises(KeyboardInterrupt):
+        hub.export_version(adapter, "user/exported", tmp_path / "cut", method="tallrec")
+    assert not (tmp_path / "cut").exists() and not list(tmp_path.glob(".cut.*"))
+    monkeypatch.undo()
+    # A folder with files in it is refused, untouched.
+    before = digests(out)
+    with pytest.raises(FileExistsError, match="`output_dir`"):
+        hub.export_version(adapter, "user/exported", out, method="tallrec")
+    assert digests(out) == before

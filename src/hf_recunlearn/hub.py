@@ -877,8 +877,12 @@ def export_version(directory, repo_id: str, output_dir, *, method: str | None = 
         `dict`: the inputs of the card, which `hf_recunlearn.cards.model_card(**inputs)` renders again.
     """
     from .apa_format import CONFIG_NAME
+    from .controller import recover_swap, swap_in
 
     directory, output_dir = Path(directory), Path(output_dir)
+    recover_swap(output_dir)  # finishes or rolls back an export interrupted between its two renames
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise FileExistsError(f"`output_dir` {str(output_dir)!r} is not empty; pass a new or empty directory.")
     empty = _RemoteState(None, repo_id, None)
     if (directory / CONFIG_NAME).is_file():
         staged = _stage_apa(directory, repo_id, empty, None, keep_history=kwargs.pop("keep_history", False),
@@ -889,12 +893,18 @@ def export_version(directory, repo_id: str, output_dir, *, method: str | None = 
                         "library_name": None}  # fmt: skip
         staged = _stage_adapter(directory, repo_id, empty, method=method or "e2urec", commit_message=None,
                                 **{**defaults, **kwargs})  # fmt: skip
-    if output_dir.exists() and any(output_dir.iterdir()):
-        raise FileExistsError(f"`output_dir` {str(output_dir)!r} is not empty; pass a new or empty directory.")
-    for rel, source in staged.files.items():
-        target = output_dir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(source if isinstance(source, bytes) else Path(source).read_bytes())
+    # Written whole beside `output_dir`, then switched in: an interrupted export leaves no half repo behind.
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.staging-", dir=output_dir.parent))
+    try:
+        for rel, source in staged.files.items():
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source if isinstance(source, bytes) else Path(source).read_bytes())
+        swap_in(staging, output_dir, "export")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return staged.card
 
 
