@@ -384,6 +384,40 @@ def test_repo_and_revision_not_found(runs, repo_id, tmp_path):
         APARecommender.from_pretrained(runs["v1"], revision="v1")
 
 
+def test_a_damaged_apa_version_is_neither_pushed_nor_pulled(runs, hub_server, api, repo_id, tmp_path):
+    """
+    APA's checksums guard both ends, through the Hub layer's version format (`hf_recunlearn.apa_hub`): a shard
+    damaged on disk is refused before any request; a shard replaced on the Hub is refused by `pull` before the
+    version lands in `output_dir` (or is returned from the cache).
+    """
+    damaged = tmp_path / "damaged"
+    shutil.copytree(runs["v1"], damaged)
+    weights = damaged / "shard_01" / "adapter_model.safetensors"
+    flipped = bytearray(weights.read_bytes())
+    flipped[-1] ^= 0xFF  # one bit of a weight: still a readable safetensors file
+    weights.write_bytes(bytes(flipped))
+    refused = r"shard_01/adapter_model\.safetensors' is missing or does not match its sha256 in apa_config\.json"
+    start = len(hub_server.request_log)
+    with pytest.raises(ValueError, match=refused):
+        hub.push(damaged, repo_id)
+    with pytest.raises(ValueError, match=refused):
+        hub.export_version(damaged, repo_id, tmp_path / "export")
+    assert len(hub_server.request_log) == start and not (tmp_path / "export").exists()  # no request, no file
+
+    first = hub.push(runs["v1"], repo_id)
+    api.upload_file(path_or_fileobj=bytes(flipped), path_in_repo="shard_01/adapter_model.safetensors",
+                    repo_id=repo_id, commit_message="a shard replaced without its checksum")  # fmt: skip
+    with pytest.raises(ValueError, match=refused):
+        hub.pull(repo_id, "main", tmp_path / "pulled")
+    assert not (tmp_path / "pulled").exists() and not list(tmp_path.glob(".pulled.*"))
+    with pytest.raises(ValueError, match=refused):
+        hub.pull(repo_id, "main", cache_dir=tmp_path / "cache")
+    # The tag still points to the intact version, which pulls byte for byte.
+    assert api.list_repo_refs(repo_id).tags[0].target_commit == first.commit
+    pulled = hub.pull(repo_id, "v1", tmp_path / "v1")
+    assert shard_bytes(pulled, 1) == shard_bytes(runs["v1"], 1)
+
+
 def test_concurrent_push_is_refused_and_changes_nothing(runs, hub_server, api, repo_id):
     hub.push(runs["v1"], repo_id)
     before = digests(runs["v2"])

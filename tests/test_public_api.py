@@ -86,10 +86,39 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_import_cycle_among_the_modules():
     graph = import_graph()
     assert {"hf_recunlearn.hub", "hf_recunlearn.apa_recommender", "hf_recunlearn.apa_format"} <= set(graph)
-    assert "hf_recunlearn.apa_format" in graph["hf_recunlearn.hub"]  # the walk sees function-level imports
+    assert "hf_recunlearn.hub" in graph["hf_recunlearn.apa_recommender"]  # the walk sees function-level imports
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
-    # The check itself finds a cycle when there is one.
-    assert find_cycle({**graph, "hf_recunlearn.apa_format": graph["hf_recunlearn.apa_format"] | {"hf_recunlearn.hub"}})
+    # The check itself finds a cycle when there is one: the one an APA import in `hub` would close.
+    assert find_cycle({**graph, "hf_recunlearn.hub": graph["hf_recunlearn.hub"] | {"hf_recunlearn.apa_hub"}})
+
+
+def test_the_hub_layer_imports_no_apa_module():
+    """`hub` is generic: nothing it imports, directly or not, function-level imports included, is APA's."""
+    graph = import_graph()
+    apa = {m for m in graph if "apa" in m.rsplit(".", 1)[-1]} | {"hf_recunlearn.aggregation"}
+    assert {"hf_recunlearn.apa_format", "hf_recunlearn.apa_hub", "hf_recunlearn.trainer.apa_trainer"} <= apa
+    reached, todo = set(), ["hf_recunlearn.hub"]
+    while todo:
+        for module in graph[todo.pop()] - reached:
+            reached.add(module)
+            todo.append(module)
+    assert not reached & apa, sorted(reached & apa)
+    assert "hf_recunlearn.hub" in graph["hf_recunlearn.apa_hub"]  # APA's format depends on the Hub layer, not back
+
+
+def test_a_fresh_hub_import_knows_the_apa_format(tmp_path):
+    """`from hf_recunlearn import hub` alone (the package imports lazily) still pushes APA: the format registers."""
+    code = (
+        "import sys; from hf_recunlearn import hub\n"
+        "assert 'hf_recunlearn.apa_hub' not in sys.modules\n"
+        f"try: hub.push({str(tmp_path)!r}, 'user/repo', token=False)\n"
+        "except FileNotFoundError as err: print(err)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == (
+        f"{str(tmp_path)!r} has no apa_config.json: pass an APA directory (written by `APATrainer`), or use "
+        "`push_adapter` for a PEFT adapter directory."
+    )
 
 
 def test_the_installed_package_holds_no_test_server():

@@ -45,6 +45,11 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
+# The modules that register a version format with the Hub layer (`hub.VersionFormat`): `hf_recunlearn.hub` imports
+# them the first time it looks at a directory, so the Hub layer itself names no format and `import hf_recunlearn`
+# stays light.
+_HUB_FORMATS = ("apa_hub",)
+
 __all__ = sorted(_WHERE)
 
 

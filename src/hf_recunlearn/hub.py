@@ -1,22 +1,22 @@
 """
 Versioned Hub repos for unlearned recommenders: push, pull, list versions, and purge history after a deletion.
 
-An APA directory (see `hf_recunlearn.apa_recommender`) is pushed as one Hub model repo::
+A model directory is pushed as one Hub model repo::
 
     README.md                   model card (`hf_recunlearn.cards`): method, citation, unlearning log (counts only),
                                 how to load a version
     unlearning_versions.json    every version: tag, commit, event, counts, date, metrics, status, and the path and
                                 sha256 of its receipt (the pushed state of `hf_recunlearn.receipts`)
     receipts/000001.json, ...   the chain of forgetting receipts, one per event (kept whole in every version)
-    apa_config.json             the APA metadata (lineage, per-shard versions and sha256, ledger of salted hashes)
-    apa_state.safetensors
-    shard_00/adapter_config.json, shard_00/adapter_model.safetensors, ...
-    tokenizer files
+    the model's own files       a PEFT adapter or a full model ([`push_adapter`]), or a directory of a registered
+                                [`VersionFormat`] ([`push`]), e.g. APA's shard adapters, aggregation state and
+                                metadata (`hf_recunlearn.apa_hub`)
 
 Every version is **one** `create_commit` whose `parent_commit` is the head the push started from (a concurrent
-push is refused by the Hub instead of being merged), tagged `vN` where N is the APA version. Only files whose bytes
-changed are sent (their git blob id or LFS sha256 is compared with the remote tree), so forgetting a user uploads the
-retrained shards, the aggregation state, the metadata and the card, nothing else.
+push is refused by the Hub instead of being merged), tagged `vN`: the version the directory records (a
+[`VersionFormat`]), or the next one (a one-model directory). Only files whose bytes changed are sent (their git blob
+id or LFS sha256 is compared with the remote tree), so forgetting a user in a sharded model uploads the retrained
+shards, the aggregation state, the metadata and the card, nothing else.
 
 Privacy of history: the Hub keeps every old revision downloadable, including weights trained on data that has since
 been deleted. By default a push that follows a deletion request (a `forget` event since the versions on the Hub)
@@ -27,7 +27,9 @@ Pass `keep_history=True` to keep every version downloadable instead (e.g. when n
 
 One-model directories (an E2URec unlearned adapter, the original TALLRec adapter, a full model) are pushed the same
 way with [`push_adapter`]: one commit and one tag per version, the same purge policy. Every trainer's `push_to_hub()`
-goes through `push` (APA, SISA) or `push_adapter` (the others). The card of every version is rendered by
+goes through `push` (APA, SISA) or `push_adapter` (the others). This module knows no format but the one-model one:
+a format that records its own versions registers a [`VersionFormat`] (its version history, checksum verification and
+card inputs), which [`push`], [`export_version`] and [`pull`] use. The card of every version is rendered by
 `hf_recunlearn.cards.model_card`, the library's one card generator; [`export_version`] writes the files a first push
 would publish without a Hub (a dry run).
 
@@ -38,6 +40,7 @@ read, and since the version is a single commit, the Hub never holds half of it.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -48,7 +51,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from huggingface_hub import CommitInfo
 
@@ -168,6 +171,94 @@ class HubPushResult(CommitInfo):
     def to_dict(self) -> dict:
         keys = ("repo_id", "version", "tag", "commit", "uploaded", "deleted", "purged", "created_commit")
         return {k: getattr(self, k) for k in keys}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Version formats
+
+
+class VersionHistory(NamedTuple):
+    """
+    The versions a model directory records: its own `version`, the training run it comes from (`run_id`: a push
+    refuses a repo that holds another run), and the `events` that produced each version, oldest first, in the version
+    log's terms: `{"version", "event", "shards_retrained", "users_removed"}`.
+    """
+
+    version: int
+    run_id: str | None
+    events: list[dict]
+
+
+class VersionFormat:
+    """
+    A kind of model directory that records its own versions, which [`push`] publishes, [`export_version`] writes
+    without a Hub and [`pull`] verifies after downloading. APA's (`hf_recunlearn.apa_hub`) is one; a one-model
+    directory (a PEFT adapter or a full model, [`push_adapter`]) is this module's own and needs none.
+
+    A format is registered with [`register_version_format`]; the package's own formats (`hf_recunlearn._HUB_FORMATS`)
+    register themselves the first time this module looks for one.
+
+    Attributes:
+        method (`str`): the repo's method in its version log and card (a key of `hf_recunlearn.cards.METHODS`).
+        config_file (`str`): the file at the directory's root that marks the format and records its versions
+            (published with every version).
+        description (`str`): what to pass, for error messages, e.g. `"an APA directory (written by `APATrainer`)"`.
+    """
+
+    method: str
+    config_file: str
+    description: str
+
+    def verify(self, directory: Path) -> None:
+        """Raise `ValueError` when the version in `directory` is damaged (a file that does not match its checksum)."""
+
+    def history(self, config: dict) -> VersionHistory:
+        """The versions `config` (the parsed `config_file`, local or pushed) records."""
+        raise NotImplementedError
+
+    def card_inputs(self, config: dict) -> dict:
+        """
+        The inputs of `hf_recunlearn.cards.model_card` that `config` gives; the card metadata a push is given wins
+        over them (`base_model` only when one is given).
+        """
+        return {}
+
+    def commit_message(self, entry: dict) -> str:
+        """The default commit message of the version log entry `entry`."""
+        return f"{entry['tag']}: {entry['event']}"
+
+
+_FORMATS: dict[str, VersionFormat] = {}
+
+
+def register_version_format(version_format: VersionFormat) -> None:
+    """Let [`push`], [`export_version`] and [`pull`] handle directories of `version_format` (keyed by its method)."""
+    _FORMATS[version_format.method] = version_format
+
+
+def _version_formats() -> dict[str, VersionFormat]:
+    """The registered formats by method, once the package's own format modules (which register theirs) are imported."""
+    from . import _HUB_FORMATS
+
+    for name in _HUB_FORMATS:
+        importlib.import_module(f".{name}", __package__)
+    return _FORMATS
+
+
+def _format_of(directory: Path) -> VersionFormat | None:
+    """The format of `directory`, or `None` for a one-model directory."""
+    return next((f for f in _version_formats().values() if (directory / f.config_file).is_file()), None)
+
+
+def _require_format(directory: Path) -> VersionFormat:
+    version_format = _format_of(directory)
+    if version_format is None:
+        formats = _version_formats().values()
+        raise FileNotFoundError(
+            f"{str(directory)!r} has no {' or '.join(f.config_file for f in formats)}: pass "
+            f"{' or '.join(f.description for f in formats)}, or use `push_adapter` for a PEFT adapter directory."
+        )
+    return version_format
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -348,14 +439,14 @@ def _receipt_card_fields(receipt: dict | None) -> dict:
 # Push
 
 
-def _version_entry(version: int, lineage_entry: dict | None, event: str, metrics, status: str) -> dict:
-    entry = lineage_entry or {}
+def _version_entry(version: int, event: dict, metrics, status: str) -> dict:
+    """The version log entry of `version`, produced by `event` (`{"event", "shards_retrained", "users_removed"}`)."""
     return {
         "version": int(version),
         "tag": _tag(version),
-        "event": entry.get("event", event),
-        "shards_retrained": list(entry.get("shards_trained", [])),
-        "users_removed": int(entry.get("users_removed", 0)),
+        "event": event.get("event", ""),
+        "shards_retrained": list(event.get("shards_retrained", [])),
+        "users_removed": int(event.get("users_removed", 0)),
         "date": None,
         "commit": None,
         "parent_commit": None,
@@ -364,9 +455,8 @@ def _version_entry(version: int, lineage_entry: dict | None, event: str, metrics
     }
 
 
-def _lineage_key(entry: dict) -> tuple:
-    return (entry.get("version"), entry.get("event"), tuple(entry.get("shards_trained", [])),
-            entry.get("users_removed", 0))  # fmt: skip
+def _event_key(event: dict) -> tuple:
+    return (event["version"], event["event"], tuple(event["shards_retrained"]), event["users_removed"])
 
 
 class _RemoteState:
@@ -530,8 +620,8 @@ def _finish_purge(api, repo_id: str, token) -> tuple[list[str], str]:
             v["status"] = "purged"
             v.setdefault("purged_at", _now())
         if pending:
-            operations = [CommitOperationAdd(VERSIONS_FILE, _versions_payload(meta.get("method", "apa"), versions))]
-            card = _rerender_card(api, repo_id, head, meta.get("method", "apa"), versions, token)
+            operations = [CommitOperationAdd(VERSIONS_FILE, _versions_payload(meta["method"], versions))]
+            card = _rerender_card(api, repo_id, head, meta["method"], versions, token)
             if card is not None:
                 operations.append(CommitOperationAdd(CARD_FILE, str(card).encode()))
             info = api.create_commit(repo_id, operations, commit_message="Earlier versions purged",
@@ -563,8 +653,6 @@ def _rerender_card(api, repo_id: str, revision: str, method: str, versions: list
     """The card of the head, rendered again with the final version statuses (metadata kept from the current card)."""
     from huggingface_hub import ModelCard
 
-    from .apa_format import CONFIG_NAME
-
     try:
         current = ModelCard.load(repo_id, token=token)
     except Exception:  # no card, or an unreadable one: the version list alone carries the statuses
@@ -575,8 +663,10 @@ def _rerender_card(api, repo_id: str, revision: str, method: str, versions: list
         "datasets": current.data.datasets, "license": current.data.license, "tags": current.data.tags,
         "library_name": current.data.library_name, "metrics": newest.get("metrics"),
     }  # fmt: skip
-    if method == "apa":
-        inputs["apa_meta"] = _read_remote_json(repo_id, CONFIG_NAME, revision, token)
+    version_format = _version_formats().get(method)
+    if version_format is not None:
+        config = _read_remote_json(repo_id, version_format.config_file, revision, token)
+        inputs = {**version_format.card_inputs(config), **inputs} if config is not None else inputs
     elif newest.get("receipt"):
         inputs.update(_receipt_card_fields(_read_remote_json(repo_id, newest["receipt"], revision, token)))
     return model_card(**inputs)
@@ -659,10 +749,13 @@ def push(
     _before_commit=None,
 ) -> HubPushResult:
     """
-    Push the APA version stored in `directory` to the Hub model repo `repo_id` as tag `vN`.
+    Push the version stored in `directory` to the Hub model repo `repo_id` as tag `vN`, where N is the version the
+    directory records: a directory of a registered [`VersionFormat`], e.g. an APA directory. A one-model directory
+    goes through [`push_adapter`].
 
     Args:
-        directory: an APA directory (written by `APATrainer` or `APARecommender.save_pretrained`). Only read.
+        directory: a directory of a registered [`VersionFormat`], e.g. an APA directory (written by `APATrainer` or
+            `APARecommender.save_pretrained`). Its checksums are verified before anything is sent. Only read.
         repo_id (`str`): the Hub model repo; created if missing.
         private (`bool`, defaults to `False`): create the repo private (an existing repo keeps its visibility).
         keep_history (`bool`, defaults to `False`): keep every earlier version downloadable even after a deletion
@@ -670,7 +763,8 @@ def push(
             squashes the history, so no weights trained on forgotten data stay downloadable.
         metrics (`dict`, *optional*): metric name -> value of this version (card and version list).
         datasets (`list[str]`, *optional*): Hub dataset ids for the card metadata.
-        base_model (`str`, *optional*): overrides the base model recorded in `apa_config.json` for the card.
+        base_model (`str`, *optional*): overrides the base model the directory records (e.g. in `apa_config.json`),
+            for the card.
         license, tags, library_name (*optional*): the card's `license`, extra tags and `library_name` (`"peft"`).
         commit_message (`str`, *optional*): defaults to a summary of the event.
         token (`str`, *optional*): a Hub token with write access; defaults to the logged-in one.
@@ -679,25 +773,19 @@ def push(
         [`HubPushResult`] (a `huggingface_hub.CommitInfo`)
 
     Raises:
-        [`HubAuthError`], [`HubConflictError`] (the Hub is ahead of, or diverged from, the local directory, or
-        another push landed first: pull first), [`HubPushError`] (network or server failure; re-run).
+        `FileNotFoundError` (not a directory of a registered format), `ValueError` (a damaged version: a file does
+        not match its checksum), [`HubAuthError`], [`HubConflictError`] (the Hub is ahead of, or diverged from, the
+        local directory, or another push landed first: pull first), [`HubPushError`] (network or server failure;
+        re-run).
     """
-    _require_apa_directory(directory)
-    token, api, remote = _open_remote(repo_id, token, private, "apa")
-    staged = _stage_apa(Path(directory), repo_id, remote, token, keep_history=keep_history, metrics=metrics,
-                        datasets=datasets, base_model=base_model, license=license, tags=tags,
-                        library_name=library_name, commit_message=commit_message)  # fmt: skip
+    directory = Path(directory)
+    version_format = _require_format(directory)
+    version_format.verify(directory)  # never publish a damaged version
+    token, api, remote = _open_remote(repo_id, token, private, version_format.method)
+    staged = _stage_format(version_format, directory, repo_id, remote, token, keep_history=keep_history,
+                           metrics=metrics, datasets=datasets, base_model=base_model, license=license, tags=tags,
+                           library_name=library_name, commit_message=commit_message)  # fmt: skip
     return _push_staged(api, repo_id, remote, staged, token, _before_commit)
-
-
-def _require_apa_directory(directory) -> None:
-    from .apa_format import CONFIG_NAME
-
-    if not (Path(directory) / CONFIG_NAME).is_file():
-        raise FileNotFoundError(
-            f"{str(directory)!r} has no {CONFIG_NAME}: pass an APA directory (written by `APATrainer`), or use "
-            "`push_adapter` for a PEFT adapter directory."
-        )
 
 
 def _push_staged(api, repo_id: str, remote: _RemoteState, staged: _StagedVersion, token, _before_commit=None):
@@ -707,41 +795,43 @@ def _push_staged(api, repo_id: str, remote: _RemoteState, staged: _StagedVersion
     return result
 
 
-def _stage_apa(directory: Path, repo_id: str, remote: _RemoteState, token, *, keep_history: bool, metrics,
-               commit_message: str | None, **card) -> _StagedVersion:  # fmt: skip
-    """The next version of an APA repo from `directory`, checked against what `remote` holds."""
-    from .apa_format import CONFIG_NAME, read_apa_directory
-
-    read_apa_directory(directory)  # checksums: never publish a damaged version
-    meta = json.loads((directory / CONFIG_NAME).read_text())
-    version = int(meta["version"])
-    lineage = list(meta.get("lineage", []))
+def _stage_format(version_format: VersionFormat, directory: Path, repo_id: str, remote: _RemoteState, token, *,
+                  keep_history: bool, metrics, commit_message: str | None, **card) -> _StagedVersion:  # fmt: skip
+    """
+    The version `directory` records (already verified), checked against what `remote` holds: the same run, and a
+    history that continues the Hub's.
+    """
+    config = json.loads((directory / version_format.config_file).read_text())
+    local = version_format.history(config)
+    version = local.version
     if remote.latest > version:
         raise HubConflictError(
             f"{repo_id!r} is at {_tag(remote.latest)} but {str(directory)!r} holds v{version}: the Hub is ahead. "
             f"Pull the latest version first (`hf-recunlearn pull --repo-id {repo_id} --revision main ...`)."
         )
     if remote.latest:
-        remote_meta = _read_remote_json(repo_id, CONFIG_NAME, remote.head, token) or {}
-        remote_lineage = [_lineage_key(e) for e in remote_meta.get("lineage", [])]
-        same_run = remote_meta.get("run_id") == meta.get("run_id")
-        if not same_run or [_lineage_key(e) for e in lineage[: len(remote_lineage)]] != remote_lineage:
+        remote_config = _read_remote_json(repo_id, version_format.config_file, remote.head, token)
+        theirs = version_format.history(remote_config) if remote_config else VersionHistory(0, None, [])
+        same_events = [_event_key(e) for e in local.events[: len(theirs.events)]] == [
+            _event_key(e) for e in theirs.events
+        ]
+        if theirs.run_id != local.run_id or not same_events:
             raise HubConflictError(
                 f"{repo_id!r} holds another history than {str(directory)!r} (a different run, or forget requests "
                 f"applied elsewhere up to {_tag(remote.latest)}). Pull the Hub's latest version, apply your forget "
                 "requests to it, and push again; or push to another repo id."
             )
-    forget_happened = any(e.get("event") in FORGET_EVENTS for e in lineage)
+    forget_happened = any(e["event"] in FORGET_EVENTS for e in local.events)
     purge = forget_happened and not keep_history
 
     pushed = {v["version"] for v in remote.versions if v.get("status") != "not_pushed"}
     new_entries = []
-    for entry in lineage:
-        v = int(entry["version"])
+    for event in local.events:
+        v = event["version"]
         if v in pushed:
             continue
         status = "available" if v == version else "not_pushed"
-        new = _version_entry(v, entry, entry.get("event", ""), metrics if v == version else None, status)
+        new = _version_entry(v, event, metrics if v == version else None, status)
         new.update(_receipt_fields(directory, v))
         if v == version:
             new.update(date=_now(), parent_commit=remote.head)
@@ -750,8 +840,9 @@ def _stage_apa(directory: Path, repo_id: str, remote: _RemoteState, token, *, ke
         versions = _merge_versions(remote, [], purge)
     else:
         versions = _merge_versions(remote, new_entries, purge)
-    card = dict(method="apa", repo_id=repo_id, versions=versions, metrics=metrics, apa_meta=meta,
-                **{**card, "base_model": card.get("base_model") or meta.get("base_model")})  # fmt: skip
+    given = version_format.card_inputs(config)
+    card = dict(method=version_format.method, repo_id=repo_id, versions=versions, metrics=metrics,
+                **{**given, **card, "base_model": card.get("base_model") or given.get("base_model")})  # fmt: skip
     files: dict[str, Path | bytes] = dict(_local_files(directory))
     if remote.latest == version:  # resuming an interrupted push: the weights must be the ones on the Hub
         _, changed, _ = remote.changes(files)
@@ -761,14 +852,9 @@ def _stage_apa(directory: Path, repo_id: str, remote: _RemoteState, token, *, ke
                 f"{str(directory)!r}: the same version was produced twice. Pull the Hub's {_tag(version)}, apply "
                 "your forget requests to it, and push again."
             )
-    files[VERSIONS_FILE] = _versions_payload("apa", versions)
+    files[VERSIONS_FILE] = _versions_payload(version_format.method, versions)
     files[CARD_FILE] = str(model_card(**card)).encode()
-    current = versions[-1]
-    message = commit_message or (
-        f"{_tag(version)}: {current['event']}"
-        + (f", shards {current['shards_retrained']} retrained" if current["event"] in FORGET_EVENTS else "")
-        + (f", {current['users_removed']} users removed" if current["event"] in FORGET_EVENTS else "")
-    )
+    message = commit_message or version_format.commit_message(versions[-1])
     return _StagedVersion(version, files, purge, message, card)
 
 
@@ -829,7 +915,7 @@ def _require_model_directory(directory) -> None:
     if not (directory / "adapter_config.json").is_file() and not (directory / "config.json").is_file():
         raise FileNotFoundError(
             f"{str(directory)!r} has neither adapter_config.json nor config.json: pass a PEFT adapter or model "
-            "directory (or use `push` for APA)."
+            f"directory (or use `push` for {' or '.join(f.description for f in _version_formats().values())})."
         )
 
 
@@ -850,8 +936,8 @@ def _stage_adapter(directory: Path, repo_id: str, remote: _RemoteState, *, metho
         versions = _merge_versions(remote, [], purge)
     else:
         version = remote.latest + 1
-        entry = _version_entry(version, None, event, metrics, "available")
-        entry.update(users_removed=int(users_removed), date=_now(), parent_commit=remote.head)
+        entry = _version_entry(version, {"event": event, "users_removed": users_removed}, metrics, "available")
+        entry.update(date=_now(), parent_commit=remote.head)
         entry.update(_receipt_fields(directory))
         versions = _merge_versions(remote, [entry], purge)
     receipt = versions[-1].get("receipt")
@@ -869,14 +955,13 @@ def _stage_adapter(directory: Path, repo_id: str, remote: _RemoteState, *, metho
 def export_version(directory, repo_id: str, output_dir, *, method: str | None = None, **kwargs) -> dict:
     """
     Write to `output_dir` the files a first push of `directory` to the empty repo `repo_id` would publish (the
-    model, `receipts/`, the card and `unlearning_versions.json`), without a Hub: a dry run of [`push`] (an APA
-    directory) or [`push_adapter`] (any other model directory, with `method`). `kwargs` are theirs (card metadata,
-    `metrics`, `event`, `users_removed`, ...).
+    model, `receipts/`, the card and `unlearning_versions.json`), without a Hub: a dry run of [`push`] (a directory
+    of a registered [`VersionFormat`], e.g. an APA directory) or [`push_adapter`] (any other model directory, with
+    `method`). `kwargs` are theirs (card metadata, `metrics`, `event`, `users_removed`, ...).
 
     Returns:
         `dict`: the inputs of the card, which `hf_recunlearn.cards.model_card(**inputs)` renders again.
     """
-    from .apa_format import CONFIG_NAME
     from .controller import recover_swap, swap_in
 
     directory, output_dir = Path(directory), Path(output_dir)
@@ -884,9 +969,12 @@ def export_version(directory, repo_id: str, output_dir, *, method: str | None = 
     if output_dir.exists() and any(output_dir.iterdir()):
         raise FileExistsError(f"`output_dir` {str(output_dir)!r} is not empty; pass a new or empty directory.")
     empty = _RemoteState(None, repo_id, None)
-    if (directory / CONFIG_NAME).is_file():
-        staged = _stage_apa(directory, repo_id, empty, None, keep_history=kwargs.pop("keep_history", False),
-                            metrics=kwargs.pop("metrics", None), commit_message=None, **kwargs)  # fmt: skip
+    version_format = _format_of(directory)
+    if version_format is not None:
+        version_format.verify(directory)  # never publish a damaged version
+        staged = _stage_format(version_format, directory, repo_id, empty, None, commit_message=None,
+                               keep_history=kwargs.pop("keep_history", False), metrics=kwargs.pop("metrics", None),
+                               **kwargs)  # fmt: skip
     else:
         _require_model_directory(directory)
         defaults = {"event": None, "metrics": None, "base_model": None, "users_removed": 0, "keep_history": False,
@@ -967,6 +1055,12 @@ def _resolve_revision(api, repo_id: str, revision: str, token) -> str:
         raise HubRevisionNotFoundError(f"{err} Available versions: {available}.") from err.__cause__
 
 
+def _verify_pulled(directory: Path) -> None:
+    version_format = _format_of(directory)
+    if version_format is not None:
+        version_format.verify(directory)
+
+
 def pull(
     repo_id: str,
     revision: str = "main",
@@ -985,24 +1079,24 @@ def pull(
             written completely or not at all. Defaults to `None`: return the path in the Hugging Face cache.
         token, cache_dir: passed to `huggingface_hub`.
 
+    A version of a registered [`VersionFormat`] (e.g. APA) is verified after download (every checksum its metadata
+    records); with `output_dir`, before it is moved in place, so a damaged or tampered version never lands there.
+
     Returns:
         `Path`: the directory holding the version (an APA directory for APA repos, an adapter for adapter repos).
 
     Raises:
         [`HubRepoNotFoundError`], [`HubRevisionNotFoundError`] (also for purged versions, saying so),
-        [`HubPushError`] on network errors.
+        [`HubPushError`] on network errors, `ValueError` when a file does not match its checksum.
     """
     from huggingface_hub import snapshot_download
-
-    from .apa_format import CONFIG_NAME, read_apa_directory
 
     api = _api(token)
     sha = _resolve_revision(api, repo_id, revision, token)
     if output_dir is None:
         with _translate_errors(repo_id, "download", revision):
             path = Path(snapshot_download(repo_id, revision=sha, cache_dir=cache_dir, token=token))
-        if (path / CONFIG_NAME).is_file():
-            read_apa_directory(path)
+        _verify_pulled(path)
         return path
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
@@ -1013,11 +1107,11 @@ def pull(
         with _translate_errors(repo_id, "download", revision):
             snapshot_download(repo_id, revision=sha, local_dir=staging, token=token, cache_dir=cache_dir)
         shutil.rmtree(staging / ".cache", ignore_errors=True)
-        if (staging / CONFIG_NAME).is_file():
-            read_apa_directory(staging)  # verifies every shard's sha256 against the metadata
+        _verify_pulled(staging)
         if output_dir.exists():
             output_dir.rmdir()
         os.rename(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir
+
