@@ -547,3 +547,33 @@ def test_export_version_writes_what_a_first_push_publishes_and_all_or_nothing(ru
     with pytest.raises(FileExistsError, match="`output_dir`"):
         hub.export_version(adapter, "user/exported", out, method="tallrec")
     assert digests(out) == before
+
+
+def test_a_killed_export_leaves_nothing_the_next_command_does_not_clear(runs, tmp_path, monkeypatch):
+    """SIGKILL after the export is staged, before its switch: the next command removes the dead writer's folder."""
+    import os
+    import signal
+
+    from hf_recunlearn.controller import CRASH_ENV, recover_swap, staging_dir
+
+    adapter = runs["v1"] / f"shard_{runs['shard']:02d}"
+    out = tmp_path / "export"
+    pid = os.fork()
+    if pid == 0:  # a real process, killed by the crash hook (no Python cleanup runs)
+        os.environ[CRASH_ENV] = "export:staged"
+        try:
+            hub.export_version(adapter, "user/exported", out, method="tallrec")
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    left = list(tmp_path.glob(".export.staging-*"))
+    assert not out.exists() and len(left) == 1 and (left[0] / "adapter_model.safetensors").is_file()
+
+    live = staging_dir(out)  # a write in progress in a live process is never taken away from it
+    recover_swap(out)
+    assert not left[0].exists() and live.is_dir()
+    live.rmdir()
+    hub.export_version(adapter, "user/exported", out, method="tallrec")
+    assert (out / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
+    assert not list(tmp_path.glob(".export.*"))

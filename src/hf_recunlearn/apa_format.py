@@ -48,7 +48,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -66,6 +65,7 @@ from .controller import (
     crash_point,
     fsync_dir,
     recover_swap,
+    staging_dir,
     swap_in,
     write_json_atomic,
 )
@@ -213,11 +213,10 @@ def write_apa_directory(
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_apa_directory(target)
-    staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:12]}"
+    staging = staging_dir(target)
     everything = changed_shards is None or reuse_shards_from is None
     changed = set(range(state.num_shards)) if everything else set(changed_shards)
     try:
-        staging.mkdir()
         shards_meta = []
         for k, adapter in enumerate(state.shard_adapters):
             folder = staging / shard_name(k)

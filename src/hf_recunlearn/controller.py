@@ -30,6 +30,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import uuid
@@ -115,11 +116,38 @@ def published_files(directory) -> dict[str, Path]:
     return files
 
 
+def staging_dir(target) -> Path:
+    """
+    A new empty folder beside `target` to write its next content in before [`swap_in`]. Its name carries this
+    process's id, so [`recover_swap`] removes it once the process is gone (killed mid-write) and never while it lives.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.parent / f".{target.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    path.mkdir()
+    return path
+
+
+def _writer_alive(staging: Path) -> bool | None:
+    """Whether the process that made `staging` ([`staging_dir`]) still runs; `None` for a name without a process id."""
+    match = re.fullmatch(r"\..+\.staging-(\d+)-[0-9a-f]{12}", staging.name)
+    if match is None:
+        return None
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def recover_swap(target) -> None:
     """
     Finish or roll back an interrupted [`swap_in`]: if `target` is missing but its previous content was moved aside,
-    move it back; remove leftover staging directories of unfinished writes. Every reader of a swapped folder (an APA
-    version, a run's data) calls it first.
+    move it back; remove the staging folders of writes whose process is gone (a first write killed before its switch
+    leaves one beside a missing `target`). Every reader of a swapped folder (an APA version, a run's data, an export)
+    calls it first.
     """
     target = Path(target)
 
@@ -131,8 +159,12 @@ def recover_swap(target) -> None:
         os.rename(previous[-1], target)
         fsync_dir(target.parent)
         previous = previous[:-1]
+    for path in siblings("staging"):
+        alive = _writer_alive(path)
+        if alive is False or (alive is None and target.exists()):
+            shutil.rmtree(path, ignore_errors=True)
     if target.exists():
-        for path in previous + siblings("staging"):
+        for path in previous:
             shutil.rmtree(path, ignore_errors=True)
 
 

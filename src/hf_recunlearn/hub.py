@@ -46,7 +46,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -962,7 +961,7 @@ def export_version(directory, repo_id: str, output_dir, *, method: str | None = 
     Returns:
         `dict`: the inputs of the card, which `hf_recunlearn.cards.model_card(**inputs)` renders again.
     """
-    from .controller import recover_swap, swap_in
+    from .controller import recover_swap, staging_dir, swap_in
 
     directory, output_dir = Path(directory), Path(output_dir)
     recover_swap(output_dir)  # finishes or rolls back an export interrupted between its two renames
@@ -983,12 +982,13 @@ def export_version(directory, repo_id: str, output_dir, *, method: str | None = 
                                 **{**defaults, **kwargs})  # fmt: skip
     # Written whole beside `output_dir`, then switched in: an interrupted export leaves no half repo behind.
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.staging-", dir=output_dir.parent))
+    staging = staging_dir(output_dir)
     try:
         for rel, source in staged.files.items():
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(source if isinstance(source, bytes) else Path(source).read_bytes())
+        crash_point("export:staged")
         swap_in(staging, output_dir, "export")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -1098,11 +1098,13 @@ def pull(
             path = Path(snapshot_download(repo_id, revision=sha, cache_dir=cache_dir, token=token))
         _verify_pulled(path)
         return path
+    from .controller import recover_swap, staging_dir
+
     output_dir = Path(output_dir)
+    recover_swap(output_dir)  # the download of a pull killed before its rename
     if output_dir.exists() and any(output_dir.iterdir()):
         raise FileExistsError(f"`output_dir` {str(output_dir)!r} is not empty; pass a new or empty directory.")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.parent / f".{output_dir.name}.pull-{uuid.uuid4().hex[:12]}"
+    staging = staging_dir(output_dir)
     try:
         with _translate_errors(repo_id, "download", revision):
             snapshot_download(repo_id, revision=sha, local_dir=staging, token=token, cache_dir=cache_dir)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets import DatasetDict, load_from_disk
 
-from .controller import fsync_dir, recover_swap, swap_in, write_json_atomic  # noqa: F401  (write_json_atomic: re-exported)
+from .controller import fsync_dir, recover_swap, staging_dir, swap_in, write_json_atomic  # noqa: F401  (write_json_atomic: re-exported)
 
 
 RUN_FILE = "run.json"
@@ -97,7 +96,7 @@ class RunDir:
         """Write the splits atomically (a staging folder swapped in with renames, like an APA version)."""
         target = self.data_dir
         recover_swap(target)
-        staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:12]}"
+        staging = staging_dir(target)
         try:
             datasets.save_to_disk(str(staging))
             for path in sorted(staging.rglob("*")):
