@@ -34,9 +34,11 @@ def test_every_recipe_names_only_fields_of_its_config(name):
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: DemoSettings(e2urec={"augment_learning_rte": 1e-4}), "'augment_learning_rte'.*E2URecConfig.*'augment_learning_rate'"),
+        (lambda: DemoSettings(e2urec={"augment_learning_rte": 1e-4}),
+         "'augment_learning_rte'.*E2URecConfig.*'augment_learning_rate'"),
         (lambda: DemoSettings(apa={"num_shard": 2}), "`DemoSettings.apa` sets 'num_shard'.*APAConfig.*'num_shards'"),
-        (lambda: BenchSettings(unlearning={"audit_step": 5}), "`BenchSettings.unlearning` sets 'audit_step'.*'audit_steps'"),
+        (lambda: BenchSettings(unlearning={"audit_step": 5}),
+         "`BenchSettings.unlearning` sets 'audit_step'.*'audit_steps'"),
         (lambda: replace(SIZES["tiny"], apa={"lora_rr": 4}), "`SpaceSize.apa` sets 'lora_rr'.*APAConfig"),
         (lambda: DemoSettings(original={"seed": 1}), r"`DemoSettings.original` sets 'seed'.*DemoSettings\(seed=...\)"),
         (lambda: DemoSettings(recommender={"output_dir": "elsewhere"}), "sets 'output_dir'"),

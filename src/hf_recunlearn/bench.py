@@ -133,7 +133,8 @@ class BenchSettings(DemoSettings):
         metadata={"config": RecConfig}, default_factory=lambda: {"learning_rate": 1e-4}
     )
     unlearning: dict[str, Any] = field(metadata={"config": UnlearningConfig}, default_factory=lambda: {
-        "logging_strategy": "no", "report_to": "none", "eval_on_forget": False, "audit_steps": 10, "audit_samples": 256,
+        "logging_strategy": "no", "report_to": "none", "eval_on_forget": False,
+        "audit_steps": 10, "audit_samples": 256,
     })  # fmt: skip
 
     def unlearning_config(self, method: str, output_dir: str | Path, **overrides) -> UnlearningConfig:
@@ -956,7 +957,8 @@ def format_summary(result: dict[str, Any]) -> str:
     if exact is not None:
         lines.append(
             f"{exact['method']} forgot the request by retraining {exact['shards_retrained']} of "
-            f"{config['settings']['apa']['num_shards']} shards in {_fmt(exact['unlearn_seconds'], 'unlearn_seconds')} s, "
+            f"{config['settings']['apa']['num_shards']} shards in "
+            f"{_fmt(exact['unlearn_seconds'], 'unlearn_seconds')} s, "
             f"{_fmt(exact['unlearn_vs_retrain'], 'unlearn_vs_retrain')} retraining's time."
         )
     return " ".join(lines)

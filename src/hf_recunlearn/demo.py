@@ -100,8 +100,8 @@ class DemoSettings:
         metadata={"config": RecConfig}, default_factory=lambda: {"per_device_eval_batch_size": 32}
     )
     recommender: dict[str, Any] = field(metadata={"config": RecConfig}, default_factory=lambda: {
-        "learning_rate": 2e-3, "num_train_epochs": 3.0, "per_device_train_batch_size": 16, "lora_r": 8, "lora_alpha": 16,
-        "warmup_steps": 20, "lr_scheduler_type": "cosine", "logging_steps": 50,
+        "learning_rate": 2e-3, "num_train_epochs": 3.0, "per_device_train_batch_size": 16, "warmup_steps": 20,
+        "lr_scheduler_type": "cosine", "lora_r": 8, "lora_alpha": 16, "logging_steps": 50,
     })  # fmt: skip
     original: dict[str, Any] = field(
         metadata={"config": RecConfig},
@@ -406,7 +406,8 @@ def format_summary(results: dict[str, Any]) -> str:
             f"{_num(e2urec['unlearn_vs_retrain'], '.2f')}x the {_num(retrain['train_seconds'], '.1f')} s of retraining."
         ),
         (
-            f"APA forgot one user by retraining {apa['shards_retrained']} of {results['settings']['apa']['num_shards']} shard "
+            f"APA forgot one user by retraining {apa['shards_retrained']} of "
+            f"{results['settings']['apa']['num_shards']} shard "
             f"adapters in {_num(apa['forget_seconds'], '.1f')} s, {_num(apa['forget_vs_retrain_all'], '.2f')}x training "
             f"them all; test AUC {_num(apa['auc'], '.3f')} before, {_num(apa['auc_after_forget'], '.3f')} after."
         ),
