@@ -97,7 +97,7 @@ def main(argv=None):
 
 def run_seed(args, seed: int, work: Path) -> dict:
     overrides = {"num_users": args.num_users} if args.num_users else {}
-    settings = DemoSettings(seed=seed, num_shards=args.num_shards, **overrides)
+    settings = DemoSettings(seed=seed, apa={"num_shards": args.num_shards}, **overrides)
     taus = [float(t) for t in args.temperatures]
     bs = args.batch_size
     bar = tqdm(total=3 + 2 * len(PARTITIONS) + 1, desc=f"seed {seed}", unit="stage")
@@ -117,9 +117,7 @@ def run_seed(args, seed: int, work: Path) -> dict:
     stage("stand-in base model")
     t0 = time.perf_counter()
     base_dir = work / "base"
-    build_builtin_base(prepared, base_dir, size=settings.model_size, epochs=settings.base_epochs,
-                       learning_rate=settings.base_learning_rate, batch_size=settings.batch_size,
-                       seed=seed)  # fmt: skip
+    build_builtin_base(prepared, base_dir, size=settings.model_size, seed=seed, **settings.base)
     base, tok = load_model(str(base_dir))
     timings["base_seconds"] = time.perf_counter() - t0
     bar.update()
@@ -128,7 +126,7 @@ def run_seed(args, seed: int, work: Path) -> dict:
     shard_preds: dict[str, list[np.ndarray]] = {}
     partitions = {}
     for name, partition_overrides in PARTITIONS.items():
-        stage(f"{name}: train {settings.num_shards} shards")
+        stage(f"{name}: train {args.num_shards} shards")
         config = settings.apa_config(work / name, temperature_candidates=taus, per_device_eval_batch_size=bs,
                                      disable_tqdm=True, logging_steps=1_000_000, save_on_event=False,
                                      **partition_overrides)  # fmt: skip
@@ -194,7 +192,7 @@ def run_seed(args, seed: int, work: Path) -> dict:
 
     result = {
         "seed": seed,
-        "num_shards": settings.num_shards,
+        "num_shards": args.num_shards,
         "sizes": {"train": len(train), "valid": len(valid), "test": len(test), "pretrain": len(prepared.pretrain)},
         "temperatures": taus,
         "resamples": args.resamples,

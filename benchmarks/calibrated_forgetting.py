@@ -36,8 +36,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    settings = BenchSettings(seed=args.first_seed, timing_repeats=2, disable_tqdm=True, audit_reference=args.audit_reference,
-                             audit_steps=args.audit_steps, audit_samples=args.audit_samples)  # fmt: skip
+    audit = {"audit_steps": args.audit_steps, "audit_samples": args.audit_samples}
+    settings = BenchSettings(seed=args.first_seed, timing_repeats=2, audit_reference=args.audit_reference,
+                             common={"disable_tqdm": True}, unlearning=audit)  # fmt: skip
     result = run_bench("synthetic", seeds=args.seeds, settings=settings, output_dir=args.output_dir,
                        json_path=args.json, methods=METHODS, progress=False)  # fmt: skip
     print(format_markdown(result))

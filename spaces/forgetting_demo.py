@@ -38,6 +38,9 @@ import numpy as np
 import pandas as pd
 from transformers import TrainerCallback
 
+from hf_recunlearn.demo import check_recipes
+from hf_recunlearn.trainer import APAConfig, RecConfig
+
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,10 @@ class SpaceSize:
     """
     Sizes of the built-in demo. `private_users` users each rate `private_rated` of the `private_items` films of a
     franchise nobody else rated (see [`_builtin_data`]); the shards train long enough to memorise them.
+
+    `base` and `apa` are the training recipes, as overrides of the library's configs merged over the defaults below
+    (see [`~hf_recunlearn.demo.check_recipes`]): [`RecConfig`] fields of the stand-in base model's full fine-tune and
+    [`APAConfig`] fields of the shard models.
     """
 
     num_users: int
@@ -60,22 +67,27 @@ class SpaceSize:
     interactions_per_user: int
     history_len: int
     model_size: str
-    base_epochs: float
-    apa_epochs: float
-    num_shards: int
     private_users: int
     private_items: int = 26
     private_rated: int = 20
-    learning_rate: float = 1e-2  # the shard adapters'
-    base_learning_rate: float = 2e-3  # the stand-in base model's full fine-tune (1e-2 collapsed it to a constant)
-    # Memorising a word from one user's ratings needs the MLPs too: LoRA on q,v alone (r=8) learned nothing of the
-    # private franchises here (their P(like) stayed at the median of the user's list).
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     pretrain_user_fraction: float = 0.3
-    batch_size: int = 16
-    num_neighbors: int = 20
+    base: dict = field(metadata={"config": RecConfig}, default_factory=lambda: {
+        "num_train_epochs": 4,
+        "learning_rate": 2e-3,  # 1e-2 collapsed the stand-in base model to a constant
+        "per_device_train_batch_size": 16,
+    })  # fmt: skip
+    apa: dict = field(metadata={"config": APAConfig}, default_factory=lambda: {
+        "num_shards": 4, "num_train_epochs": 10, "learning_rate": 1e-2, "per_device_train_batch_size": 16,
+        "per_device_eval_batch_size": 64, "warmup_steps": 10, "lr_scheduler_type": "cosine", "num_neighbors": 20,
+        # Memorising a word from one user's ratings needs the MLPs too: LoRA on q,v alone (r=8) learned nothing of the
+        # private franchises here (their P(like) stayed at the median of the user's list).
+        "lora_r": 16, "lora_alpha": 32,
+        "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "lora_dropout": 0.0, "logging_steps": 1000, "disable_tqdm": True, "seed": 0,
+    })  # fmt: skip
+
+    def __post_init__(self):
+        check_recipes(self)
 
 
 SIZES = {
@@ -84,14 +96,14 @@ SIZES = {
     # all 6 left and their own films' P(like) fell from 0.65 to 0.44, the never-seen reference. The other fan was
     # memorised only partly. Memorisation at this scale is fragile: the page picks the most memorised fan first.
     "tiny": SpaceSize(
-        num_users=48, num_items=40, interactions_per_user=12, history_len=3, model_size="small", base_epochs=4,
-        apa_epochs=10, num_shards=2, num_neighbors=5, private_users=2,
+        num_users=48, num_items=40, interactions_per_user=12, history_len=3, model_size="small", private_users=2,
+        apa={"num_shards": 2, "num_neighbors": 5},
     ),
     # More users and 4 shards (built in 170 s). Measured: it memorised its fans only weakly (the most memorised had 1
     # franchise film in their top-10; their own films' P(like) did not move on forgetting), so it is not the default.
     "small": SpaceSize(
-        num_users=100, num_items=60, interactions_per_user=12, history_len=3, model_size="small", base_epochs=4,
-        apa_epochs=10, num_shards=4, private_users=8,
+        num_users=100, num_items=60, interactions_per_user=12, history_len=3, model_size="small", private_users=8,
+        apa={"num_shards": 4},
     ),
 }  # fmt: skip
 
@@ -194,31 +206,6 @@ def _stage(progress: ProgressFn | None, fraction: float, message: str) -> None:
         progress(fraction, message)
 
 
-def _apa_args(size: SpaceSize, output_dir) -> dict:
-    """
-    The APA training recipe of the built-in demo. Forgetting passes no recipe: `APATrainer` retrains a shard with
-    what the saved version records (its salt comes from the default salt folder, `HF_RECUNLEARN_SALT_DIR`).
-    """
-    return dict(
-        output_dir=str(output_dir),
-        num_shards=size.num_shards,
-        num_train_epochs=size.apa_epochs,
-        learning_rate=size.learning_rate,
-        per_device_train_batch_size=size.batch_size,
-        per_device_eval_batch_size=64,
-        warmup_steps=10,
-        lr_scheduler_type="cosine",
-        num_neighbors=size.num_neighbors,
-        lora_r=size.lora_r,
-        lora_alpha=size.lora_alpha,
-        lora_target_modules=list(size.lora_target_modules),
-        lora_dropout=0.0,
-        logging_steps=1000,
-        disable_tqdm=True,
-        seed=0,
-    )
-
-
 def build_bundle(target, size: str | SpaceSize = "small", progress: ProgressFn | None = None) -> Path:
     """
     Build the built-in demo into `target` (atomically: a sibling is built, then renamed) and return it.
@@ -231,7 +218,7 @@ def build_bundle(target, size: str | SpaceSize = "small", progress: ProgressFn |
     from hf_recunlearn.data.instructions import build_samples, split_preset
     from hf_recunlearn.models import load_model
     from hf_recunlearn.pipeline import PreparedData, build_builtin_base
-    from hf_recunlearn.trainer import APAConfig, APATrainer
+    from hf_recunlearn.trainer import APATrainer
 
     spec = SIZES[size] if isinstance(size, str) else size
     target = Path(target).absolute()
@@ -250,27 +237,22 @@ def build_bundle(target, size: str | SpaceSize = "small", progress: ProgressFn |
         split_preset(samples, "e2urec"), build_samples(held_out, template="e2urec", history_len=spec.history_len), data
     )
     _stage(progress, 0.03, f"Training the stand-in base model on {len(prepared.pretrain)} samples of held-out users")
-    build_builtin_base(
-        prepared,
-        work / "base",
-        size=spec.model_size,
-        epochs=spec.base_epochs,
-        learning_rate=spec.base_learning_rate,
-        batch_size=spec.batch_size,
-    )
+    build_builtin_base(prepared, work / "base", size=spec.model_size, **spec.base)
     base, tokenizer = load_model(str(work / "base"))
     # The APA metadata records the base model's path: name the final one, which exists after the rename below.
     base.name_or_path = base.config._name_or_path = str(target / "base")
     splits = prepared.datasets
-    args = _apa_args(spec, work / "apa")
-    label = f"Training {spec.num_shards} APA shard adapters on {len(splits['train'])} samples"
+    # Forgetting passes no recipe: `APATrainer` retrains a shard with what the saved version records (its salt comes
+    # from the default salt folder, `HF_RECUNLEARN_SALT_DIR`).
+    num_shards = spec.apa["num_shards"]
+    label = f"Training {num_shards} APA shard adapters on {len(splits['train'])} samples"
     trainer = APATrainer(
         base,
-        APAConfig(**args),
+        APAConfig(output_dir=str(work / "apa"), **spec.apa),
         train_dataset=splits["train"],
         eval_dataset={"valid": splits["valid"]},
         processing_class=tokenizer,
-        callbacks=[_ShardProgress(progress, 0.2, 0.97, spec.num_shards, "Training APA shard")],
+        callbacks=[_ShardProgress(progress, 0.2, 0.97, num_shards, "Training APA shard")],
     )
     _stage(progress, 0.2, label)
     trainer.train()

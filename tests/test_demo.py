@@ -34,7 +34,7 @@ def test_quick_demo_writes_every_stage(tmp_path):
         f"{result['retrain']['train_seconds']:.1f} s of retraining" in summary
     )
     assert (
-        f"retraining {apa['shards_retrained']} of {result['settings']['num_shards']} shard adapters in "
+        f"retraining {apa['shards_retrained']} of {result['settings']['apa']['num_shards']} shard adapters in "
         f"{apa['forget_seconds']:.1f} s, {apa['forget_vs_retrain_all']:.2f}x training them all" in summary
     )
     assert f"| E2URec | {e2urec['auc']:.3f} | {e2urec['jsd']:.4f} | {e2urec['unlearn_seconds']:.1f} (unlearn) |" in summary

@@ -27,7 +27,7 @@ import math
 from collections import Counter
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ import numpy as np
 
 from .demo import DemoSettings, best_ms_per_sample
 from .runs import write_json_atomic
+from .trainer import RecConfig, UnlearningConfig
 
 logger = logging.getLogger(__name__)
 
@@ -101,36 +102,57 @@ class BenchSettings(DemoSettings):
             has no niche users (real data sets); E2URec §5.1 uses 0.2.
         timing_samples (`int`, *optional*, defaults to `512`): test samples scored for the inference timings.
         timing_repeats (`int`, *optional*, defaults to `5`): best of this many timed passes.
-        lora_learning_rate (`float`, *optional*, defaults to `1e-4`): the original recommender's learning rate when
-            `model` is a real LLM (a TALLRec LoRA; the built-in stand-in is fully fine-tuned instead).
         audit_reference (`str`, *optional*, defaults to `"base"`): the model that never saw the forget set, whose
             view of it is the audit's target ([`~hf_recunlearn.audit.ForgetAudit`]): `"base"`, the base model the
             recommender was trained from (free; with the built-in stand-in it is itself a recommender trained on other
             users), or `"cheap"`, the Original's recipe for one epoch on `audit_reference_fraction` of the retained
             data (its training time is added to every calibrated method's unlearning time).
-        audit_steps (`int`, *optional*, defaults to `10`), audit_samples (`int`, *optional*, defaults to `256`): the
-            stopping rule's audit period and rows per set (see [`~hf_recunlearn.trainer.UnlearningConfig`]).
         relearn_fraction (`float`, *optional*, defaults to `0.1`), relearn_epochs (`float`, *optional*, defaults to
-            `2.0`): the relearning attack fine-tunes on this share of the forget set for this many epochs.
+            `2.0`): the relearning attack fine-tunes on this share of the forget set for this many epochs, with the
+            Original's learning rate and batch size.
+        common (`dict`): the demo's, and `disable_tqdm=False`.
+        llm_original (`dict`): on top of `recommender`, [`RecConfig`] fields of the Original and Retrain when `model`
+            is a real LLM: a TALLRec LoRA (the built-in stand-in is fully fine-tuned instead, with `original`).
+        unlearning (`dict`): [`UnlearningConfig`] fields of every approximate method (NegGrad, NegKL, Bad-T; E2URec on
+            top of `e2urec`), among them the stopping rule's `audit_steps` and `audit_samples`. The baselines train
+            for E2URec's `num_train_epochs`.
     """
 
     forget_fraction: float = 0.2
     timing_samples: int = 512
     timing_repeats: int = 5
-    lora_learning_rate: float = 1e-4
-    disable_tqdm: bool = False
     audit_reference: str = "base"
     audit_reference_fraction: float = 0.25
-    audit_steps: int = 10
-    audit_samples: int = 256
     relearn_fraction: float = 0.1
     relearn_epochs: float = 2.0
+    common: dict[str, Any] = field(
+        metadata={"config": RecConfig},
+        default_factory=lambda: {"per_device_eval_batch_size": 32, "disable_tqdm": False},
+    )
+    llm_original: dict[str, Any] = field(
+        metadata={"config": RecConfig}, default_factory=lambda: {"learning_rate": 1e-4}
+    )
+    unlearning: dict[str, Any] = field(metadata={"config": UnlearningConfig}, default_factory=lambda: {
+        "logging_strategy": "no", "report_to": "none", "eval_on_forget": False,
+        "audit_steps": 10, "audit_samples": 256,
+    })  # fmt: skip
+
+    def unlearning_config(self, method: str, output_dir: str | Path, **overrides) -> UnlearningConfig:
+        """The config of an approximate method, by its name in `APPROXIMATE_METHODS` (`"e2urec"`, `"neggrad"`, ...)."""
+        from .trainer import APPROXIMATE_METHODS
+
+        if method == "e2urec":
+            return self.e2urec_config(output_dir, **(self.unlearning | overrides))
+        epochs = {"num_train_epochs": self.e2urec["num_train_epochs"]}
+        values = {"output_dir": str(output_dir), "seed": self.seed} | epochs | self.common | self.unlearning
+        return APPROXIMATE_METHODS[method][1](**(values | overrides))
 
 
 # A tiny configuration that runs every row in about a minute: for tests and smoke runs (nothing is learned).
-TINY = BenchSettings(num_users=40, history_len=2, model_size="tiny", base_epochs=1, original_epochs=1, full_epochs=1,
-                     unlearn_epochs=1, augment_epochs=1, num_shards=2, timing_samples=32, timing_repeats=1,
-                     disable_tqdm=True)  # fmt: skip
+TINY = BenchSettings(num_users=40, history_len=2, model_size="tiny", base={"num_train_epochs": 1},
+                     recommender={"num_train_epochs": 1}, original={"num_train_epochs": 1},
+                     e2urec={"num_train_epochs": 1, "augment_epochs": 1}, apa={"num_shards": 2},
+                     common={"disable_tqdm": True}, timing_samples=32, timing_repeats=1)  # fmt: skip
 
 
 def run_bench(
@@ -180,9 +202,9 @@ def run_bench(
             )
         selected = set(REFERENCE_ROWS) | set(names)
     parse_data_spec(data)  # a clear error for a bad spec before anything is trained
-    if settings.num_shards < 1:
+    if settings.apa["num_shards"] < 1:
         raise ValueError(
-            f"`num_shards` must be >= 1, got {settings.num_shards}. Pass the shards K of APA/SISA, e.g. 4."
+            f"`num_shards` must be >= 1, got {settings.apa['num_shards']}. Pass the shards K of APA/SISA, e.g. 4."
         )
     if settings.audit_reference not in ("base", "cheap"):
         raise ValueError(f"`audit_reference` must be 'base' or 'cheap', got {settings.audit_reference!r}.")
@@ -292,9 +314,7 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     train, test = splits["train"], splits["test"]
     base = str(workdir / "base") if builtin else model
     if builtin:
-        build_builtin_base(prepared, base, size=settings.model_size, epochs=settings.base_epochs,
-                           learning_rate=settings.base_learning_rate, batch_size=settings.batch_size,
-                           seed=settings.seed)  # fmt: skip
+        build_builtin_base(prepared, base, size=settings.model_size, seed=settings.seed, **settings.base)
     request = make_forget_split(train, **_forget_request(prepared, settings))
     one_user = _largest_user(request.retain)
     timing = test.select(range(min(len(test), settings.timing_samples)))
@@ -311,14 +331,12 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     def original_recipe(out: Path, seed: int):
         if builtin:
             return settings.original_config(out, seed)
-        return settings.recommender_config(out, learning_rate=settings.lora_learning_rate, seed=seed)
+        return settings.recommender_config(out, seed=seed, **settings.llm_original)
 
     rows: dict[str, dict[str, Any]] = {}
     stage("Original")
     original_dir = workdir / "original"
-    trainer, _ = train_recommender(
-        base, train, None, original_dir, _quiet(original_recipe(original_dir, settings.seed), settings)
-    )
+    trainer, _ = train_recommender(base, train, None, original_dir, original_recipe(original_dir, settings.seed))
     original, tokenizer = trainer.model, trainer.processing_class
     before = predict_unlearning_sets(original, tokenizer, request.forget, test, full_vocab=False, batch_size=batch)
     original_holdout = score(original, tokenizer, holdout, batch_size=batch)
@@ -332,9 +350,7 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     for name, seed in (("Retrain", settings.seed), ("Retrain (floor seed)", settings.seed + 1)):
         stage(name)
         out = workdir / f"retrain_seed{seed}"
-        trainer, metrics = train_recommender(
-            base, request.retain, None, out, _quiet(original_recipe(out, seed), settings)
-        )
+        trainer, metrics = train_recommender(base, request.retain, None, out, original_recipe(out, seed))
         retrained.append(predict_unlearning_sets(trainer.model, tokenizer, request.forget, test, full_vocab=False,
                                                  batch_size=batch))  # fmt: skip
         retrained_holdout.append(score(trainer.model, tokenizer, holdout, batch_size=batch))
@@ -356,7 +372,7 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     sample = request.retain.shuffle(seed=settings.seed).select(
         range(max(1, int(settings.audit_reference_fraction * len(request.retain))))
     )
-    config = _quiet(original_recipe(out, settings.seed), settings)
+    config = original_recipe(out, settings.seed)
     config.num_train_epochs = 1.0
     trainer, metrics = train_recommender(base, sample, None, out, config)
     candidates["cheap"] = (trainer.model, metrics["train_seconds"])
@@ -383,9 +399,7 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
     if "Single adapter" in selected:
         stage("Single adapter")
         single_dir = workdir / "single_adapter"
-        trainer, metrics = train_recommender(
-            base, train, None, single_dir, _quiet(settings.recommender_config(single_dir), settings)
-        )
+        trainer, metrics = train_recommender(base, train, None, single_dir, settings.recommender_config(single_dir))
         single = trainer.model
         single_ms = model_ms(single)
         single_preds = predict_unlearning_sets(single, tokenizer, request.forget, test, full_vocab=False,
@@ -443,9 +457,10 @@ def _run_seed(data: str, model: str | None, preset: str, settings: BenchSettings
 def _relearn(model, tokenizer, forget, settings: BenchSettings) -> dict[str, float]:
     from .attacks import relearning_attack
 
+    original = settings.recommender | settings.original  # the built-in stand-in's full fine-tune
     return relearning_attack(model, tokenizer, forget, fraction=settings.relearn_fraction,
-                             epochs=settings.relearn_epochs, learning_rate=settings.full_learning_rate,
-                             batch_size=settings.batch_size, seed=settings.seed,
+                             epochs=settings.relearn_epochs, learning_rate=original["learning_rate"],
+                             batch_size=original["per_device_train_batch_size"], seed=settings.seed,
                              scoring_batch_size=settings.inference_batch_size)  # fmt: skip
 
 
@@ -496,17 +511,8 @@ def _approximate_row(ctx: _Seed, name: str, method: str, overrides: dict[str, An
     from .trainer import APPROXIMATE_METHODS
 
     settings, request, test, out = ctx.settings, ctx.request, ctx.splits["test"], ctx.workdir / _slug(name)
-    trainer_cls, config_cls = APPROXIMATE_METHODS[method]
-    values = dict(seed=settings.seed, logging_strategy="no", report_to="none",
-                  per_device_eval_batch_size=settings.inference_batch_size, eval_on_forget=False,
-                  disable_tqdm=settings.disable_tqdm)  # fmt: skip
-    values.update(audit_steps=settings.audit_steps, audit_samples=settings.audit_samples)
-    if method == "e2urec":
-        config = settings.e2urec_config(out, **(values | overrides))
-    else:
-        if settings.unlearn_epochs is not None:
-            values["num_train_epochs"] = settings.unlearn_epochs
-        config = config_cls(output_dir=str(out), **(values | overrides))
+    trainer_cls = APPROXIMATE_METHODS[method][0]
+    config = settings.unlearning_config(method, out, **overrides)
     original, tokenizer = load_model(str(ctx.original_dir))
     trainer = trainer_cls(original, args=config, forget_dataset=request.forget, retain_dataset=request.retain,
                           processing_class=tokenizer, forget_audit=ctx.audit)  # fmt: skip
@@ -557,14 +563,13 @@ def _shard_rows(ctx: _Seed, kind: str, **overrides) -> dict[str, dict[str, Any]]
     then time forgetting `one_user` more (the cost of a typical single deletion request).
     """
     from .evaluation import ModelPredictions, Predictions
-    from .trainer import APATrainer, SISAConfig, SISATrainer
+    from .trainer import APAConfig, APATrainer, SISAConfig, SISATrainer
 
     settings, splits, request = ctx.settings, ctx.splits, ctx.request
     is_apa = kind == "apa"
-    trainer_cls, config_cls = (APATrainer, None) if is_apa else (SISATrainer, SISAConfig)
+    trainer_cls, config_cls = (APATrainer, APAConfig) if is_apa else (SISATrainer, SISAConfig)
     out = ctx.workdir / _slug(kind)
-    config = settings.apa_config(out, config_cls, disable_tqdm=settings.disable_tqdm, logging_strategy="no",
-                                 report_to="none", **overrides)  # fmt: skip
+    config = settings.apa_config(out, config_cls, logging_strategy="no", report_to="none", **overrides)
     trainer = trainer_cls(ctx.base, config, train_dataset=splits["train"],
                           eval_dataset={"valid": splits["valid"], "test": splits["test"]})  # fmt: skip
     trainer.train()
@@ -624,12 +629,6 @@ def _row(preds, reference, seconds, params, ms, single_ms, retrain_time) -> dict
         "one_user_seconds": None,
         "one_user_shards_retrained": None,
     } | {key: None for key in EXTRA_COLUMNS[5:]}
-
-
-def _quiet(config, settings: BenchSettings):
-    config.disable_tqdm = settings.disable_tqdm
-    config.report_to = []
-    return config
 
 
 def _slug(name: str) -> str:
@@ -958,7 +957,8 @@ def format_summary(result: dict[str, Any]) -> str:
     if exact is not None:
         lines.append(
             f"{exact['method']} forgot the request by retraining {exact['shards_retrained']} of "
-            f"{config['settings']['num_shards']} shards in {_fmt(exact['unlearn_seconds'], 'unlearn_seconds')} s, "
+            f"{config['settings']['apa']['num_shards']} shards in "
+            f"{_fmt(exact['unlearn_seconds'], 'unlearn_seconds')} s, "
             f"{_fmt(exact['unlearn_vs_retrain'], 'unlearn_vs_retrain')} retraining's time."
         )
     return " ".join(lines)

@@ -393,12 +393,13 @@ def _hub_error() -> type[Exception]:
 
 @command("demo", "Run the built-in demo (synthetic data, tiny model) end to end.", fixed(DemoArguments))
 def _demo(parsed) -> dict[str, Any]:
+    from dataclasses import replace
+
     from .demo import QUICK, DemoSettings, format_summary, run_demo
 
     args = parsed[DemoArguments]
     _configure_threads(parsed[CLIArguments], small_model=True)
-    settings = QUICK if args.quick else DemoSettings()
-    settings.seed = args.seed
+    settings = replace(QUICK if args.quick else DemoSettings(), seed=args.seed)
     result = run_demo(args.output_dir, settings, progress=True)
     print(format_summary(result), file=sys.stderr)
     return result
@@ -422,9 +423,9 @@ def _bench(parsed) -> dict[str, Any]:
 
     args, cli = parsed[BenchArguments], parsed[CLIArguments]
     _configure_threads(cli, small_model=args.model is None)
-    settings = TINY if args.tiny else BenchSettings()
-    shards = settings.num_shards if args.num_shards is None else args.num_shards
-    settings = replace(settings, num_shards=shards, forget_fraction=args.forget_fraction)
+    settings = replace(TINY if args.tiny else BenchSettings(), forget_fraction=args.forget_fraction)
+    if args.num_shards is not None:
+        settings = replace(settings, apa=settings.apa | {"num_shards": args.num_shards})
     result = run_bench(args.data, model=args.model, preset=args.preset, seeds=args.seeds, settings=settings,
                        output_dir=args.output_dir, json_path=cli.json, plots_dir=args.plots,
                        methods=args.methods.split(",") if args.methods else None)  # fmt: skip

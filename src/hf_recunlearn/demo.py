@@ -9,16 +9,51 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .pipeline import _has_accelerator, build_builtin_base, niche_users, prepare_data, train_recommender
 from .runs import RunDir, RunInfo, write_json_atomic
-from .trainer import RecConfig
+from .trainer import APAConfig, E2URecConfig, RecConfig
 
 
 logger = logging.getLogger(__name__)
+
+
+def check_recipes(settings) -> None:
+    """
+    Check and complete the recipe fields of a settings dataclass, in its `__post_init__`.
+
+    A recipe field is a dict of config fields whose metadata names the config class (`metadata={"config": RecConfig}`).
+    Every key must be a field of that class, and none may be one of the settings' own fields (`seed`) or `output_dir`
+    (the run chooses it): a typo raises here, naming the key. The dict is then merged over the field's default, so
+    `DemoSettings(original={"num_train_epochs": 1})` changes the original's epochs and keeps the rest of its recipe.
+    """
+    import difflib
+
+    own = {f.name for f in fields(settings)} | {"output_dir"}
+    owner = type(settings).__name__
+    for f in fields(settings):
+        config_class = f.metadata.get("config")
+        if config_class is None:
+            continue
+        overrides = getattr(settings, f.name)
+        known = {c.name for c in fields(config_class)}
+        for key in overrides:
+            if key in own:
+                raise ValueError(
+                    f"`{owner}.{f.name}` sets {key!r}, which the settings choose themselves. "
+                    + (f"Pass `{owner}({key}=...)` instead." if key != "output_dir" else "Leave it out.")
+                )
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(
+                    f"`{owner}.{f.name}` sets {key!r}, which is not a field of `{config_class.__name__}`.{hint} Its "
+                    f"keys are `{config_class.__name__}` fields, as the CLI and Python take them."
+                )
+        object.__setattr__(settings, f.name, f.default_factory() | overrides)
 
 
 @dataclass
@@ -28,87 +63,93 @@ class DemoSettings:
 
     The synthetic data has a group of niche users (10%) whose favourite items nobody else rates: they are the users
     the demo forgets, because a recommender can only know those items from their data.
+
+    The recipes are overrides of the library's configs, named as the CLI and Python name them; each dict is merged
+    over its default (below), so a setting names only what it changes: `DemoSettings(apa={"num_shards": 2})`.
+    Every config also gets `seed` and `use_cpu` (on when there is no accelerator).
+
+    Args:
+        num_users (`int`, *optional*, defaults to `400`): synthetic users.
+        pretrain_user_fraction (`float`, *optional*, defaults to `0.3`): users held out to train the stand-in base.
+        history_len (`int`, *optional*, defaults to `5`): rated items in a prompt.
+        model_size (`str`, *optional*, defaults to `"small"`): size of the stand-in base model
+            ([`~hf_recunlearn.models.TINY_SIZES`]).
+        seed (`int`, *optional*, defaults to `0`): seeds the population, the split and every model.
+        base (`dict`): [`RecConfig`] fields of the stand-in base model's full fine-tune
+            ([`~hf_recunlearn.pipeline.build_builtin_base`]).
+        common (`dict`): fields of every config below (the evaluation batch size is also the scoring one).
+        recommender (`dict`): [`RecConfig`] fields of the TALLRec recipe at demo scale: the single LoRA adapter, and
+            under `original` and `apa`.
+        original (`dict`): on top of `recommender`, the original recommender the demo forgets from and its retrained
+            references: a full fine-tune of the base, which memorises its users (a LoRA original at this scale barely
+            does, and then there is nothing measurable to forget).
+        e2urec (`dict`): [`E2URecConfig`] fields of the E2URec run.
+        apa (`dict`): on top of `recommender`, [`APAConfig`] fields of the shard models (APA, SISA).
     """
 
     num_users: int = 400
     pretrain_user_fraction: float = 0.3
     history_len: int = 5
     model_size: str = "small"
-    base_epochs: float = 3.0
-    base_learning_rate: float = 2e-3
-    original_epochs: float = 3.0
-    original_learning_rate: float = 2e-3
-    lora_r: int = 8
-    lora_alpha: int = 16
-    batch_size: int = 16
-    full_epochs: float = 4.0
+    seed: int = 0
+    base: dict[str, Any] = field(
+        metadata={"config": RecConfig},
+        default_factory=lambda: {"num_train_epochs": 3.0, "learning_rate": 2e-3, "per_device_train_batch_size": 16},
+    )
+    common: dict[str, Any] = field(
+        metadata={"config": RecConfig}, default_factory=lambda: {"per_device_eval_batch_size": 32}
+    )
+    recommender: dict[str, Any] = field(metadata={"config": RecConfig}, default_factory=lambda: {
+        "learning_rate": 2e-3, "num_train_epochs": 3.0, "per_device_train_batch_size": 16, "warmup_steps": 20,
+        "lr_scheduler_type": "cosine", "lora_r": 8, "lora_alpha": 16, "logging_steps": 50,
+    })  # fmt: skip
+    original: dict[str, Any] = field(
+        metadata={"config": RecConfig},
+        default_factory=lambda: {"use_lora": False, "learning_rate": 1e-3, "num_train_epochs": 4.0},
+    )
     # E2URec at demo scale: the student trains 2 epochs; the augmented model 1 epoch at 2e-4 (the reference code's
     # 5e-5 over 3 epochs forgot as well but cost 0.42x a retrain here; this closes 42% of the gap at 0.19x).
-    unlearn_epochs: float | None = 2.0
-    augment_epochs: float = 1.0
-    augment_learning_rate: float = 2e-4
-    full_learning_rate: float = 1e-3
-    num_shards: int = 4
-    inference_batch_size: int = 32
-    seed: int = 0
+    e2urec: dict[str, Any] = field(metadata={"config": E2URecConfig}, default_factory=lambda: {
+        "num_train_epochs": 2.0, "augment_epochs": 1.0, "augment_learning_rate": 2e-4, "logging_steps": 50,
+    })  # fmt: skip
+    apa: dict[str, Any] = field(metadata={"config": APAConfig}, default_factory=lambda: {"num_shards": 4})
 
-    def _recipe(self, output_dir: str | Path) -> dict[str, Any]:
-        """The TALLRec recipe at demo scale, shared by the original recommender, the APA and the SISA shards."""
-        return dict(
-            output_dir=str(output_dir),
-            learning_rate=self.original_learning_rate,
-            num_train_epochs=self.original_epochs,
-            per_device_train_batch_size=self.batch_size,
-            per_device_eval_batch_size=self.inference_batch_size,
-            lora_r=self.lora_r,
-            lora_alpha=self.lora_alpha,
-            warmup_steps=20,
-            lr_scheduler_type="cosine",
-            seed=self.seed,
-            logging_steps=50,
-            use_cpu=not _has_accelerator(),
-        )
+    def __post_init__(self):
+        check_recipes(self)
+
+    @property
+    def inference_batch_size(self) -> int:
+        """The batch size of scoring and of the audits: the configs' `per_device_eval_batch_size`."""
+        return self.common["per_device_eval_batch_size"]
 
     def recommender_config(self, output_dir: str | Path, **overrides) -> RecConfig:
-        """The TALLRec recipe (a LoRA adapter on the base): APA's shards and the single-adapter reference."""
-        return RecConfig(**(self._recipe(output_dir) | overrides))
+        """The TALLRec recipe (a LoRA adapter on the base): the single-adapter reference."""
+        return RecConfig(**self._values(output_dir, self.recommender, overrides))
 
     def original_config(self, output_dir: str | Path, seed: int | None = None) -> RecConfig:
-        """
-        The original recommender the demo asks to forget: a full fine-tune of the base on the training set, which
-        memorises its users (a LoRA original at this scale barely does, and then there is nothing measurable to
-        forget). Retrained references use the same recipe with `seed`.
-        """
-        return RecConfig(**(self._recipe(output_dir) | {
-            "use_lora": False,
-            "learning_rate": self.full_learning_rate,
-            "num_train_epochs": self.full_epochs,
-            "seed": self.seed if seed is None else seed,
-        }))  # fmt: skip
+        """The original recommender the demo asks to forget; retrained references use the same recipe with `seed`."""
+        reseed = {} if seed is None else {"seed": seed}
+        return RecConfig(**self._values(output_dir, self.recommender, self.original, reseed))
 
-    def e2urec_config(self, output_dir: str | Path, **overrides):
-        from .trainer import E2URecConfig
+    def e2urec_config(self, output_dir: str | Path, **overrides) -> E2URecConfig:
+        return E2URecConfig(**self._values(output_dir, self.e2urec, overrides))
 
-        values = dict(output_dir=str(output_dir), seed=self.seed, use_cpu=not _has_accelerator(), logging_steps=50,
-                      per_device_eval_batch_size=self.inference_batch_size)  # fmt: skip
-        values.update(augment_epochs=self.augment_epochs, augment_learning_rate=self.augment_learning_rate)
-        if self.unlearn_epochs is not None:
-            values.update(num_train_epochs=self.unlearn_epochs)
-        return E2URecConfig(**(values | overrides))
+    def apa_config(self, output_dir: str | Path, config_class=APAConfig, **overrides) -> APAConfig:
+        """The shard models (APA; SISA with `config_class=SISAConfig`); the ledger's salt goes beside `output_dir`."""
+        salt = {"salt_dir": str(Path(output_dir).parent / "salts")}
+        return config_class(**self._values(output_dir, self.recommender, self.apa, salt, overrides))
 
-    def apa_config(self, output_dir: str | Path, config_class=None, **overrides):
-        from .trainer import APAConfig
-
-        values = self._recipe(output_dir) | {
-            "num_shards": self.num_shards,
-            "salt_dir": str(Path(output_dir).parent / "salts"),
-        }
-        return (config_class or APAConfig)(**(values | overrides))
+    def _values(self, output_dir: str | Path, *recipes: dict[str, Any]) -> dict[str, Any]:
+        values = {"output_dir": str(output_dir), "seed": self.seed, "use_cpu": not _has_accelerator()} | self.common
+        for overrides in recipes:
+            values |= overrides
+        return values
 
 
 # Mechanics only: every stage runs in well under a minute, nothing is learned (the tiny model stays near chance).
-QUICK = DemoSettings(num_users=60, history_len=2, model_size="tiny", base_epochs=1, original_epochs=1, full_epochs=1,
-                     unlearn_epochs=1, augment_epochs=1, num_shards=2)  # fmt: skip
+QUICK = DemoSettings(num_users=60, history_len=2, model_size="tiny", base={"num_train_epochs": 1},
+                     recommender={"num_train_epochs": 1}, original={"num_train_epochs": 1},
+                     e2urec={"num_train_epochs": 1, "augment_epochs": 1}, apa={"num_shards": 2})  # fmt: skip
 
 
 def best_ms_per_sample(predict, num_samples: int, repeats: int = 3) -> float:
@@ -167,15 +208,7 @@ def _run_demo(output_dir, settings: DemoSettings, json_path, bar) -> dict[str, A
 
     logger.info("Training the stand-in base model on %d held-out samples", len(prepared.pretrain))
     start = time.perf_counter()
-    build_builtin_base(
-        prepared,
-        run.base_dir,
-        size=settings.model_size,
-        epochs=settings.base_epochs,
-        learning_rate=settings.base_learning_rate,
-        batch_size=settings.batch_size,
-        seed=settings.seed,
-    )
+    build_builtin_base(prepared, run.base_dir, size=settings.model_size, seed=settings.seed, **settings.base)
     results["base"] = {"train_seconds": time.perf_counter() - start}
     stage_done("base model")
 
@@ -298,7 +331,7 @@ def run_apa_stage(run: RunDir, splits, settings: DemoSettings, forget_user: str)
     eval_sets = {"valid": splits["valid"], "test": test}
     batch = settings.inference_batch_size
 
-    logger.info("APA: training %d shard adapters", settings.num_shards)
+    logger.info("APA: training %d shard adapters", settings.apa["num_shards"])
     apa = APATrainer(str(run.base_dir), settings.apa_config(run.path / "apa"), train_dataset=splits["train"],
                      eval_dataset=eval_sets)  # fmt: skip
     apa.train()
@@ -310,7 +343,7 @@ def run_apa_stage(run: RunDir, splits, settings: DemoSettings, forget_user: str)
     forget_report = apa.forget(user_ids=[forget_user])
     after_probs = apa.recommender.predict(test, batch)
 
-    logger.info("SISA: training %d shard adapters (random partition, output averaging)", settings.num_shards)
+    logger.info("SISA: training %d shard adapters (random partition, output averaging)", settings.apa["num_shards"])
     sisa = SISATrainer(str(run.base_dir), settings.apa_config(run.path / "sisa", SISAConfig),
                        train_dataset=splits["train"], eval_dataset=eval_sets)  # fmt: skip
     sisa.train()
@@ -373,7 +406,8 @@ def format_summary(results: dict[str, Any]) -> str:
             f"{_num(e2urec['unlearn_vs_retrain'], '.2f')}x the {_num(retrain['train_seconds'], '.1f')} s of retraining."
         ),
         (
-            f"APA forgot one user by retraining {apa['shards_retrained']} of {results['settings']['num_shards']} shard "
+            f"APA forgot one user by retraining {apa['shards_retrained']} of "
+            f"{results['settings']['apa']['num_shards']} shard "
             f"adapters in {_num(apa['forget_seconds'], '.1f')} s, {_num(apa['forget_vs_retrain_all'], '.2f')}x training "
             f"them all; test AUC {_num(apa['auc'], '.3f')} before, {_num(apa['auc_after_forget'], '.3f')} after."
         ),

@@ -115,10 +115,12 @@ def build_builtin_base(
     learning_rate: float = 3e-3,
     batch_size: int = 16,
     seed: int = 0,
+    **overrides,
 ):
     """
     Build the tokenizer and the tiny stand-in base model, fully train it on `prepared.pretrain`, save both to
-    `output_dir` (reloadable with `from_pretrained`) and return `(model, tokenizer)`.
+    `output_dir` (reloadable with `from_pretrained`) and return `(model, tokenizer)`. `overrides` are [`RecConfig`]
+    fields that replace the recipe's (`num_train_epochs=2` is `epochs=2`).
     """
     splits = prepared.datasets
     texts = [t for name in splits for t in splits[name]["prompt"]]
@@ -126,19 +128,20 @@ def build_builtin_base(
     texts += list(corpus["prompt"])
     tokenizer = build_tokenizer(texts)
     model = build_tiny_model(tokenizer, arch=arch, size=size, seed=seed)
-    args = RecConfig(
-        output_dir=str(output_dir),
-        use_lora=False,
-        learning_rate=learning_rate,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        warmup_steps=50,
-        lr_scheduler_type="cosine",
-        weight_decay=0.01,
-        seed=seed,
-        logging_steps=50,
-        use_cpu=not _has_accelerator(),
-    )
+    recipe = {
+        "output_dir": str(output_dir),
+        "use_lora": False,
+        "learning_rate": learning_rate,
+        "num_train_epochs": epochs,
+        "per_device_train_batch_size": batch_size,
+        "warmup_steps": 50,
+        "lr_scheduler_type": "cosine",
+        "weight_decay": 0.01,
+        "seed": seed,
+        "logging_steps": 50,
+        "use_cpu": not _has_accelerator(),
+    }
+    args = RecConfig(**(recipe | overrides))
     trainer = RecTrainer(model, args, train_dataset=corpus, processing_class=tokenizer)
     trainer.train()
     model = trainer.model
