@@ -44,7 +44,6 @@ This module knows files only (JSON, safetensors, PEFT adapter folders): the reco
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -140,11 +139,10 @@ class APAState:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+    from huggingface_hub.utils.sha import sha_fileobj
+
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return sha_fileobj(f).hex()
 
 
 def _write_adapter(folder: Path, state_dict: dict[str, torch.Tensor], lora_config, base_model: str | None) -> None:

@@ -272,16 +272,16 @@ def _tag(version: int) -> str:
     return f"v{int(version)}"
 
 
-def _file_ids(path: Path) -> tuple[str, str]:
-    """`(git blob id, sha256)` of a file, read once in chunks."""
-    size = path.stat().st_size
-    sha1 = hashlib.sha1(b"blob %d\0" % size)
-    sha256 = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            sha1.update(chunk)
-            sha256.update(chunk)
-    return sha1.hexdigest(), sha256.hexdigest()
+def _file_ids(source: Path | bytes) -> tuple[str, str]:
+    """`(git blob id, sha256)` of a file or of bytes, as the Hub reports them (`huggingface_hub.utils.sha`)."""
+    from huggingface_hub.utils.sha import git_hash, sha256
+
+    from .receipts import file_digest
+
+    if isinstance(source, bytes):
+        return git_hash(source), sha256(source).hexdigest()
+    digest = file_digest(source)
+    return digest["git_blob"], digest["sha256"]
 
 
 def _token_or_raise(token):
@@ -490,11 +490,7 @@ class _RemoteState:
 
         adds, uploaded = [], []
         for rel, source in files.items():
-            if isinstance(source, bytes):
-                blob = hashlib.sha1(b"blob %d\0" % len(source) + source).hexdigest()
-                sha256 = hashlib.sha256(source).hexdigest()
-            else:
-                blob, sha256 = _file_ids(source)
+            blob, sha256 = _file_ids(source)
             remote = self.tree.get(rel)
             if remote is not None and (remote[0] == blob or remote[1] == sha256):
                 continue
