@@ -271,6 +271,22 @@ def test_model_card_of_a_real_run_is_valid_hub_yaml(runs, api, repo_id):
     assert yaml.safe_load(str(rendered).split("---")[1])["base_model"] == "Qwen/Qwen2.5-0.5B"
 
 
+def test_checkpoints_of_a_run_are_never_published(runs, hub_server, api, tmp_path):
+    """An unlearning run's `checkpoint-*` holds weights from before it finished forgetting: like Trainer, never pushed."""
+    k = runs["shard"]
+    original, unlearned = runs["v1"] / f"shard_{k:02d}", runs["v2"] / f"shard_{k:02d}"
+    folder = tmp_path / "e2urec"
+    shutil.copytree(unlearned, folder)
+    shutil.copytree(original, folder / "checkpoint-3")  # mid-run weights, still trained on the forgotten data
+    (folder / "_scratch.json").write_text("{}")
+    repo_id = f"user/ckpt-{uuid.uuid4().hex[:8]}"
+    hub.push_adapter(folder, repo_id, method="e2urec", users_removed=1)
+    remote = api.list_repo_files(repo_id)
+    assert "adapter_model.safetensors" in remote
+    assert not [f for f in remote if f.startswith(("checkpoint-", "_"))]
+    assert not hub_server.is_reachable(shard_bytes(runs["v1"], k), repo_id)
+
+
 def test_adapter_repo_versions_card_and_purge(runs, hub_server, api, tmp_path):
     repo_id = f"user/e2urec-{uuid.uuid4().hex[:8]}"
     k = runs["shard"]

@@ -43,6 +43,8 @@ from typing import Any, Iterator
 logger = logging.getLogger(__name__)
 
 CONTROLLER_DIR = "controller"
+# transformers.trainer_utils.PREFIX_CHECKPOINT_DIR (not imported: it would import torch into this light module)
+CHECKPOINT_PREFIX = "checkpoint-"
 LEDGER_FILE = "ledger.json"
 RECIPE_FILE = "recipe.json"
 VALIDATION_FILE = "validation.json"
@@ -103,14 +105,21 @@ def swap_in(staging: Path, target: Path, name: str) -> None:
 
 
 def published_files(directory) -> dict[str, Path]:
-    """Files to publish from a local directory: everything but hidden paths, `controller/` and the generated files."""
+    """
+    Files to publish from a local directory: everything but hidden paths, `controller/`, the generated files, and
+    what `Trainer.push_to_hub` leaves out too (`checkpoint-*` folders and paths starting with `_`): a checkpoint of an
+    unlearning run holds weights from before it finished forgetting.
+    """
     directory = Path(directory)
     files = {}
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory).as_posix()
+        top = rel.split("/")[0]
         if not path.is_file() or any(part.startswith(".") for part in rel.split("/")) or rel in GENERATED_FILES:
             continue
-        if rel.split("/")[0] == CONTROLLER_DIR:  # the data controller's ledger and recipe: never published
+        if top == CONTROLLER_DIR:  # the data controller's ledger and recipe: never published
+            continue
+        if top.startswith((CHECKPOINT_PREFIX, "_")):
             continue
         files[rel] = path
     return files
