@@ -272,16 +272,20 @@ def _tag(version: int) -> str:
     return f"v{int(version)}"
 
 
-def _file_ids(source: Path | bytes) -> tuple[str, str]:
-    """`(git blob id, sha256)` of a file or of bytes, as the Hub reports them (`huggingface_hub.utils.sha`)."""
-    from huggingface_hub.utils.sha import git_hash, sha256
+def _same_bytes(source: Path | bytes, remote: tuple[str, str | None]) -> bool:
+    """
+    Whether `source` holds the bytes of the remote file `(git blob id, lfs sha256 or None)`: by sha256 (streamed) when
+    the remote file is in LFS, else by git blob id (`huggingface_hub.utils.sha`; such files are small).
+    """
+    from huggingface_hub.utils.sha import git_hash, sha256, sha_fileobj
 
-    from .receipts import file_digest
-
-    if isinstance(source, bytes):
-        return git_hash(source), sha256(source).hexdigest()
-    digest = file_digest(source)
-    return digest["git_blob"], digest["sha256"]
+    blob_id, lfs_sha256 = remote
+    if lfs_sha256 is not None:
+        if isinstance(source, bytes):
+            return sha256(source).hexdigest() == lfs_sha256
+        with open(source, "rb") as f:
+            return sha_fileobj(f).hex() == lfs_sha256
+    return git_hash(source if isinstance(source, bytes) else Path(source).read_bytes()) == blob_id
 
 
 def _token_or_raise(token):
@@ -490,9 +494,8 @@ class _RemoteState:
 
         adds, uploaded = [], []
         for rel, source in files.items():
-            blob, sha256 = _file_ids(source)
             remote = self.tree.get(rel)
-            if remote is not None and (remote[0] == blob or remote[1] == sha256):
+            if remote is not None and _same_bytes(source, remote):
                 continue
             adds.append(CommitOperationAdd(rel, source if isinstance(source, bytes) else str(source)))
             uploaded.append(rel)
