@@ -1,6 +1,6 @@
 """Calibrated approximate forgetting (#13): the benchmark's approximate rows over several populations, in one run.
 
-    PYTHONPATH=src python benchmarks/calibrated_forgetting.py --seeds 6 --json runs/calibrated.json
+    PYTHONPATH=src python benchmarks/calibrated_forgetting.py --seeds 6 --workers 2 --json runs/calibrated.json
 
 The same as `hf-recunlearn bench --seeds 6 --methods "E2URec,E2URec fixed α,NegGrad,NegKL,Bad-T"` (seed 0 is the
 demo's population), with fewer timing repeats and a sparser audit to fit a shared 2-core CPU. The table goes to
@@ -32,15 +32,16 @@ def main() -> None:
     parser.add_argument("--audit-reference", default="base", choices=["base", "cheap"])
     parser.add_argument("--audit-steps", type=int, default=15)
     parser.add_argument("--audit-samples", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="threads of each worker")
+    parser.add_argument("--workers", type=int, default=1, help="seeds measured at once, one process each")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads * args.workers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     audit = {"audit_steps": args.audit_steps, "audit_samples": args.audit_samples}
     settings = BenchSettings(seed=args.first_seed, timing_repeats=2, audit_reference=args.audit_reference,
                              common={"disable_tqdm": True}, unlearning=audit)  # fmt: skip
     result = run_bench("synthetic", seeds=args.seeds, settings=settings, output_dir=args.output_dir,
-                       json_path=args.json, methods=METHODS, progress=False)  # fmt: skip
+                       json_path=args.json, methods=METHODS, progress=False, workers=args.workers)  # fmt: skip
     print(format_markdown(result))
 
 

@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_recunlearn.bench import COLUMNS, EXTRA_COLUMNS, ROWS, aggregate_rows, format_markdown
+from hf_recunlearn.bench import (
+    COLUMNS,
+    EXTRA_COLUMNS,
+    ROWS,
+    aggregate_rows,
+    calibration_criteria,
+    format_markdown,
+)
 from hf_recunlearn.cli import main
 
 from cli_helpers import console
@@ -147,6 +154,37 @@ def test_aggregate_rows_reports_mean_and_std_over_seeds():
     assert "forget 3/4/3 users, 30/41/28 samples" in table and "2 of 3 seed(s) [0, 2]" in table
 
 
+def test_calibration_criteria_read_each_seed_against_its_own_floor():
+    def seed(number, floor, rows):
+        return {"seed": number, "noise_floor_jsd": floor, "rows": [
+            {"method": m, "jsd": j, "auc": auc, "mia_auc": mia, "unlearn_vs_retrain": ratio}
+            for m, (j, auc, mia, ratio) in rows.items()]}  # fmt: skip
+
+    per_seed = [
+        # 0: a gap 20× the floor; E2URec closes (0.040 − 0.010) / (0.040 − 0.002) of it and lands at Retrain's AUC.
+        seed(0, 0.002, {"Original": (0.040, 0.80, 0.60, None), "Retrain": (0.002, 0.76, 0.44, 1.0),
+                        "E2URec": (0.010, 0.76, 0.50, 0.30)}),
+        # 1: 1.5× the floor (nothing measurable to forget); E2URec moves JSD up by half a floor.
+        seed(1, 0.004, {"Original": (0.006, 0.70, 0.50, None), "Retrain": (0.004, 0.71, 0.48, 1.0),
+                        "E2URec": (0.008, 0.695, 0.47, 0.10)}),
+        # 2: 2.5× the floor: in neither class, counted only by the seed-wise criteria.
+        seed(2, 0.004, {"Original": (0.010, 0.72, 0.52, None), "Retrain": (0.004, 0.72, 0.50, 1.0),
+                        "E2URec": (0.009, 0.72, 0.51, 0.20)}),
+    ]
+    [(method, c)] = calibration_criteria(per_seed).items()
+    assert method == "E2URec"
+    assert c["gap_seeds"] == [0] and c["gap_closed_mean"] == pytest.approx(0.030 / 0.038)
+    assert c["flat_seeds"] == [1] and c["jsd_rise_max_over_floor"] == pytest.approx(0.5)
+    assert c["test_auc_drop_max"] == pytest.approx(0.04)  # seed 0: 0.80 → 0.76, Retrain's own test AUC
+    assert c["test_auc_below_retrain_max"] == pytest.approx(0.015)  # seed 1: 0.71 → 0.695
+    assert c["mia_gap_max"] == pytest.approx(0.06) and c["time_ratio_mean"] == pytest.approx(0.2)
+    table = format_markdown({"config": {"data": "synthetic", "preset": "e2urec", "model": "builtin", "seeds": [0, 1, 2],
+                                        "forget_request": [{"users": 1, "samples": 1}] * 3,
+                                        "original_memorised": [True] * 3, "noise_floor_jsd": 0.003},
+                             "rows": [], "criteria": {"E2URec": c}})  # fmt: skip
+    assert "| E2URec | [0] | 0.789 | [1] | 0.500 | 0.040 | 0.015 | 0.060 | 0.200 |" in table
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -166,10 +204,11 @@ def test_bench_refuses_bad_input_before_writing_anything(tmp_path, capsys, argv,
 
 def test_bench_runs_on_real_movielens_files_and_its_rows_check_out(tmp_path, capsys):
     """
-    `bench` on MovieLens-100K in its distributed format (a 39-rating excerpt: mechanics only);
-    with no niche users the forget request is a seeded fraction of the training users. One row of each family is
-    recomputed from the models the bench kept: Retrain's test AUC (exact) and NegGrad's forget-set JSD to Retrain
-    (approximate), with scikit-learn and SciPy rather than the library's metrics.
+    `bench` on MovieLens-100K in its distributed format (a 39-rating excerpt: mechanics only), two seeds measured at
+    once in two worker processes (`--workers 2`); with no niche users the forget request is a seeded fraction of the
+    training users. One row of each family is recomputed, seed by seed, from the models the workers kept: Retrain's
+    test AUC (exact) and NegGrad's forget-set JSD to Retrain (approximate), with scikit-learn and SciPy rather than
+    the library's metrics.
     """
     from scipy.spatial.distance import jensenshannon
     from sklearn.metrics import roc_auc_score
@@ -183,46 +222,48 @@ def test_bench_runs_on_real_movielens_files_and_its_rows_check_out(tmp_path, cap
     data = f"movielens-100k:{Path(__file__).parent / 'fixtures' / 'ml-100k'}"
     runs = tmp_path / "runs"
     json_path = tmp_path / "bench.json"
-    assert main(["bench", "--tiny", "--data", data, "--methods", "NegGrad", "--output-dir", str(runs), "--json",
-                 str(json_path)]) == 0  # fmt: skip
+    assert main(["bench", "--tiny", "--data", data, "--methods", "NegGrad", "--seeds", "2", "--workers", "2",
+                 "--output-dir", str(runs), "--json", str(json_path)]) == 0  # fmt: skip
     result = json.loads(json_path.read_text())
-    assert result["config"]["data"] == data
-    assert result["config"]["forget_request"][0]["users"] >= 1
+    assert result["config"]["data"] == data and result["config"]["seeds"] == [0, 1]
+    assert all(request["users"] >= 1 for request in result["config"]["forget_request"])
     # `--methods` runs only the named rows, with Original and Retrain as the references; per-seed rows stay.
     assert result["config"]["methods"] == ["Original", "Retrain", "NegGrad"]
     assert [row["method"] for row in result["rows"]] == ["Original", "Retrain", "NegGrad"]
-    assert [row["method"] for row in result["seeds"][0]["rows"]] == ["Original", "Retrain", "NegGrad"]
-    assert result["seeds"][0]["noise_floor_jsd"] == result["seeds"][0]["rows"][1]["jsd"]
+    assert [seed["seed"] for seed in result["seeds"]] == [0, 1]
+    for seed in result["seeds"]:
+        assert [row["method"] for row in seed["rows"]] == ["Original", "Retrain", "NegGrad"]
+        assert seed["noise_floor_jsd"] == seed["rows"][1]["jsd"]
     assert not any((runs / "seed0" / d).exists() for d in ("apa", "sisa", "single_adapter", "e2urec"))
     assert result["rows"][2]["infer_vs_single"] is None  # no Single adapter row was run to compare with
+    assert result["rows"][1]["auc"] == pytest.approx(np.mean([s["rows"][1]["auc"] for s in result["seeds"]]))
     err = capsys.readouterr().err  # the table goes to stderr, the JSON to --json
     assert f"Data {data}" in err and "| NegGrad |" in err and "| E2URec |" not in err
-    assert "bench: 100%" in err  # the stage-level progress bar
+    assert "bench: 100%" in err  # the stage-level progress bar, counting whole seeds from the workers
     # The closing summary for people: the JSON's numbers, formatted.
-    [request], neggrad = result["config"]["forget_request"], result["rows"][2]
+    neggrad = result["rows"][2]
     gap = "n/a" if neggrad["gap_closed"] is None else f"{neggrad['gap_closed']:.0%}"
-    assert err.rstrip().endswith(
-        f"NegGrad closed {gap} of the gap to Retrain in {neggrad['unlearn_seconds']:.1f} s, "
-        f"{neggrad['unlearn_vs_retrain']:.2f}× retraining's time."
-    )
-    assert f"forgot {request['users']} users ({request['samples']} training samples) on {data} with 1 seed(s)." in err
+    assert f"NegGrad closed {gap} of the gap to Retrain in {neggrad['unlearn_seconds']:.1f} s" in err
+    assert f"on {data} with 2 seed(s)." in err
 
-    # The same splits and forget request as the bench's seed 0 (the sizes it reported say so).
-    prepared = prepare_data(data, preset="e2urec", template="e2urec", history_len=TINY.history_len,
-                            pretrain_user_fraction=TINY.pretrain_user_fraction, seed=0)  # fmt: skip
-    test = prepared.datasets["test"]
-    request = make_forget_split(prepared.datasets["train"], fraction=TINY.forget_fraction, seed=0)
-    assert result["seeds"][0]["data_sizes"] == {name: len(prepared.datasets[name]) for name in prepared.datasets}
-    assert result["config"]["forget_request"][0]["samples"] == len(request.forget)
-    rows = {row["method"]: row for row in result["rows"]}
+    for seed in result["seeds"]:
+        # The same splits and forget request as the bench's seed (the sizes it reported say so).
+        number = seed["seed"]
+        prepared = prepare_data(data, preset="e2urec", template="e2urec", history_len=TINY.history_len,
+                                pretrain_user_fraction=TINY.pretrain_user_fraction, seed=number)  # fmt: skip
+        test = prepared.datasets["test"]
+        request = make_forget_split(prepared.datasets["train"], fraction=TINY.forget_fraction, seed=number)
+        assert seed["data_sizes"] == {name: len(prepared.datasets[name]) for name in prepared.datasets}
+        assert result["config"]["forget_request"][number]["samples"] == len(request.forget)
+        rows = {row["method"]: row for row in seed["rows"]}
 
-    retrain, tokenizer = load_model(str(runs / "seed0" / "retrain_seed0"))
-    assert rows["Retrain"]["auc"] == pytest.approx(roc_auc_score(test["label"], score(retrain, tokenizer, test)))
+        retrain, tokenizer = load_model(str(runs / f"seed{number}" / f"retrain_seed{number}"))
+        assert rows["Retrain"]["auc"] == pytest.approx(roc_auc_score(test["label"], score(retrain, tokenizer, test)))
 
-    neggrad, _ = load_model(str(runs / "seed0" / "neggrad"))
-    p, q = score(neggrad, tokenizer, request.forget), score(retrain, tokenizer, request.forget)
-    jsd = np.mean([jensenshannon([1 - a, a], [1 - b, b]) ** 2 for a, b in zip(p, q)])
-    assert rows["NegGrad"]["jsd"] == pytest.approx(jsd, rel=1e-4, abs=1e-9)
+        neggrad, _ = load_model(str(runs / f"seed{number}" / "neggrad"))
+        p, q = score(neggrad, tokenizer, request.forget), score(retrain, tokenizer, request.forget)
+        jsd = np.mean([jensenshannon([1 - a, a], [1 - b, b]) ** 2 for a, b in zip(p, q)])
+        assert rows["NegGrad"]["jsd"] == pytest.approx(jsd, rel=1e-4, abs=1e-9)
 
 
 def test_bench_refuses_unknown_methods(tmp_path, capsys):

@@ -210,6 +210,10 @@ class BenchArguments:
         default=None,
         metadata={"help": "Comma-separated rows to run, as printed in the table (Original and Retrain always run)."},
     )
+    workers: int = field(
+        default=1,
+        metadata={"help": "Seeds measured at once, each in its own process sharing the threads (2 on 2 cores)."},
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -428,7 +432,8 @@ def _bench(parsed) -> dict[str, Any]:
         settings = replace(settings, apa=settings.apa | {"num_shards": args.num_shards})
     result = run_bench(args.data, model=args.model, preset=args.preset, seeds=args.seeds, settings=settings,
                        output_dir=args.output_dir, json_path=cli.json, plots_dir=args.plots,
-                       methods=args.methods.split(",") if args.methods else None)  # fmt: skip
+                       methods=args.methods.split(",") if args.methods else None,
+                       workers=args.workers)  # fmt: skip
     print(format_markdown(result), file=sys.stderr)
     print("\n" + format_summary(result), file=sys.stderr)
     return result
