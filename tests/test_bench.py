@@ -185,6 +185,24 @@ def test_calibration_criteria_read_each_seed_against_its_own_floor():
     assert "| E2URec | [0] | 0.789 | [1] | 0.500 | 0.040 | 0.015 | 0.060 | 0.200 |" in table
 
 
+def test_a_seed_failing_in_a_worker_stops_the_run_at_once(tmp_path):
+    """`--workers`: an error in one seed is raised as it happens; the pool is terminated, not waited for."""
+    import multiprocessing
+    import time
+    from dataclasses import replace
+
+    from bench_jobs import fail_seed_one_else_wait
+
+    from hf_recunlearn.bench import TINY, _imap_in_processes
+
+    jobs = [(replace(TINY, seed=s), tmp_path / f"seed{s}") for s in range(3)]
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="seed 1 failed"):
+        list(_imap_in_processes(fail_seed_one_else_wait, jobs, workers=2))
+    assert time.perf_counter() - start < 120  # seed 0 alone would take 600 s
+    assert multiprocessing.active_children() == []  # no worker left running seed 0 or 2
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -27,7 +27,9 @@ import math
 from collections import Counter
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -252,14 +254,16 @@ def run_bench(
         if json_path is not None:
             write_json_atomic(json_path, assemble())
 
-    jobs = [(data, model, preset, replace(settings, seed=s), Path(output_dir) / f"seed{s}", selected)
-            for s in seed_values]  # fmt: skip
+    run = partial(_run_seed, data, model, preset, selected=selected)
+    jobs = [(replace(settings, seed=s), Path(output_dir) / f"seed{s}") for s in seed_values]
     try:
         if workers == 1 or seeds == 1:
-            for job in jobs:
-                finished(job[3].seed, *_run_seed(*job[:5], bar, job[5]))
+            for seed_settings, workdir in jobs:
+                finished(*_run_one(run, seed_settings, workdir, bar))
         else:
-            _run_seeds_in_processes(jobs, min(workers, seeds), bar, finished)
+            for result in _imap_in_processes(run, jobs, min(workers, seeds)):
+                finished(*result)
+                bar.update(len(_STAGES))
     finally:
         bar.close()
     result = assemble()
@@ -270,24 +274,32 @@ def run_bench(
     return result
 
 
-def _run_seeds_in_processes(jobs: list[tuple], workers: int, bar, finished: Callable) -> None:
-    """Measure each job's seed in a pool of `workers` spawned processes; `finished` gets each seed as it completes."""
+def _run_one(run: Callable, settings: BenchSettings, workdir: Path, bar=None) -> tuple[int, dict, dict]:
+    """`(seed, rows, info)` of one seed; without `bar` (in a worker process) a disabled one: the parent counts seeds."""
+    from tqdm.auto import tqdm
+
+    with tqdm(disable=True) if bar is None else nullcontext(bar) as stages:
+        return (settings.seed, *run(settings, workdir, stages))
+
+
+def _imap_in_processes(run: Callable, jobs: list[tuple], workers: int):
+    """
+    `_run_one` for each `(settings, workdir)` in a pool of `workers` spawned processes, each with an equal share of
+    torch's threads; yields results as they complete. An error in one seed is raised at once and the pool is
+    terminated (the other seeds stop, none still queued starts); the seeds already yielded are kept by the caller.
+    """
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     import torch
 
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")  # a forked torch process can deadlock in its thread pools
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(threads, logging.getLogger().level)) as pool:  # fmt: skip
-        pending = {pool.submit(_run_seed_in_worker, *job): job[3].seed for job in jobs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                seed = pending.pop(future)
-                finished(seed, *future.result())
-                bar.update(len(_STAGES))
+    with context.Pool(workers, initializer=_init_worker, initargs=(threads, logging.getLogger().level)) as pool:
+        yield from pool.imap_unordered(partial(_run_job, run), jobs)
+
+
+def _run_job(run: Callable, job: tuple) -> tuple[int, dict, dict]:
+    return _run_one(run, *job)
 
 
 def _init_worker(threads: int, level: int) -> None:
@@ -295,13 +307,6 @@ def _init_worker(threads: int, level: int) -> None:
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
-
-
-def _run_seed_in_worker(data, model, preset, settings, workdir, selected):
-    from tqdm.auto import tqdm
-
-    with tqdm(disable=True) as bar:  # the parent's bar counts whole seeds
-        return _run_seed(data, model, preset, settings, workdir, bar, selected)
 
 
 # ---------------------------------------------------------------------------------------------------------- one seed
@@ -880,8 +885,7 @@ def format_markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {method} | {c['gap_seeds']} | {f('gap_closed_mean')} | {c['flat_seeds']} | "
                 f"{f('jsd_rise_max_over_floor')} | {f('test_auc_drop_max')} | {f('test_auc_below_retrain_max')} | "
-                f"{f('mia_gap_max')} | "
-                f"{f('time_ratio_mean')} |"
+                f"{f('mia_gap_max')} | {f('time_ratio_mean')} |"
             )
     lines += [
         "",
